@@ -1,0 +1,114 @@
+"""Events and commands of the billing service."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from pydantic import Field
+
+from backhaul_contracts.common import ServiceRef
+from backhaul_contracts.envelope import Event, register
+from backhaul_contracts.topics import BILLING_COMMANDS, BILLING_EVENTS
+
+
+class _BillingEvent(Event):
+    topic = BILLING_EVENTS
+
+
+@register
+class AccountServiceAdded(_BillingEvent):
+    event_type = "AccountServiceAdded"
+
+    account_id: int
+    account_service_id: int
+    service: ServiceRef
+    quantity: int = Field(ge=1)
+    price: Decimal
+    added_at: datetime
+
+
+@register
+class AccountServiceRemoved(_BillingEvent):
+    event_type = "AccountServiceRemoved"
+
+    account_id: int
+    account_service_id: int
+    service: ServiceRef
+    removed_at: datetime
+
+
+@register
+class InvoiceIssued(_BillingEvent):
+    event_type = "InvoiceIssued"
+
+    account_id: int
+    invoice_id: int
+    number: str
+    total: Decimal
+    currency: str
+    issued_at: datetime
+    due_date: date
+    period_start: date | None = None
+    period_end: date | None = None
+    final: bool = False
+    disconnection_id: UUID | None = None
+    debit_ids: list[int] = Field(default_factory=list)
+
+
+@register
+class InvoiceVoided(_BillingEvent):
+    event_type = "InvoiceVoided"
+
+    account_id: int
+    invoice_id: int
+    number: str
+    voided_at: datetime
+    voided_by: str
+
+
+@register
+class PaymentReceived(_BillingEvent):
+    event_type = "PaymentReceived"
+
+    account_id: int
+    payment_id: int
+    amount: Decimal
+    currency: str
+    method: str
+    received_at: datetime
+
+
+@register
+class AccountDelinquencyChanged(_BillingEvent):
+    event_type = "AccountDelinquencyChanged"
+
+    account_id: int
+    delinquent: bool
+    invoice_ids: list[int] = Field(default_factory=list)
+    changed_at: datetime
+
+
+class _BillingCommand(Event):
+    topic = BILLING_COMMANDS
+
+
+@register
+class AddAccountService(_BillingCommand):
+    event_type = "AddAccountService"
+
+    account_id: int
+    service_id: int
+    quantity: int = Field(default=1, ge=1)
+    price_override: Decimal | None = None
+    requested_by: str
+
+
+@register
+class RemoveAccountService(_BillingCommand):
+    event_type = "RemoveAccountService"
+
+    account_id: int
+    service_id: int
+    requested_by: str
