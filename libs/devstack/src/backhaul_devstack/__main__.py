@@ -1,0 +1,91 @@
+"""`backhaul-dev`: run the local stack, the embedded Kafka, or the mail sink."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from backhaul_devstack import kafka_broker
+from backhaul_devstack.paths import var_dir
+from backhaul_devstack.smtp_sink import serve_forever
+from backhaul_devstack.stack import Stack
+
+
+def _run(args: argparse.Namespace) -> int:
+    stack = Stack(root=var_dir(), kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start(on_progress=lambda msg: print(msg, flush=True))
+    except BaseException as exc:
+        print(f"start failed: {exc}", file=sys.stderr)
+        stack.stop()
+        return 1
+    print("\nBackhaul is up:\n")
+    for name in stack.ports:
+        url = stack.url(name)
+        print(f"  {name:<14} {url}   docs {url}/docs")
+    print(f"\n  kafka          {stack.bootstrap_servers}")
+    print(f"  mail sink      smtp://127.0.0.1:{stack.smtp_port}  "
+          f"received mail: http://127.0.0.1:{stack.mail_http_port}/messages")
+    print(f"  logs           {stack.root / 'logs'}")
+    print("\nCtrl-C stops everything.", flush=True)
+    try:
+        while not stopping:
+            for name, service in stack.services.items():
+                if service.process is not None and service.process.poll() is not None:
+                    print(f"{name} exited with {service.process.returncode}; "
+                          f"see {service.log_path}", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    print("\nstopping ...", flush=True)
+    stack.stop()
+    print("stopped.")
+    return 0
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    broker = kafka_broker.KafkaBroker(data_dir=var_dir() / "kafka")
+    if args.action == "fetch":
+        print(kafka_broker.fetch(quiet=False))
+    elif args.action == "start":
+        broker.start()
+        print(f"Kafka ready on {broker.bootstrap_servers} (pid {broker.process.pid if broker.process else '?'})")
+    elif args.action == "stop":
+        broker.stop()
+        print("Kafka stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="backhaul-dev")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start Kafka, the mail sink and the five services")
+    kafka = commands.add_parser("kafka", help="the embedded Kafka broker")
+    kafka.add_argument("action", choices=["fetch", "start", "stop"])
+    sink = commands.add_parser("mail-sink", help="the development SMTP sink")
+    sink.add_argument("--dir", type=Path, default=var_dir() / "mail")
+    sink.add_argument("--smtp-port", type=int, default=1025)
+    sink.add_argument("--http-port", type=int, default=8025)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "kafka":
+        return _kafka(args)
+    serve_forever(args.dir, args.smtp_port, args.http_port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

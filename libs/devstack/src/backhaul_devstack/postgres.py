@@ -1,0 +1,111 @@
+"""A throwaway PostgreSQL cluster from Debian's binaries, for tests without Docker.
+
+`make test` installs the `postgresql` package when `initdb` is missing. The cluster runs as
+an unprivileged user when started by root (PostgreSQL refuses to run as root), listens on
+127.0.0.1 only, and trusts local connections: it is for tests, never for data.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backhaul_devstack.kafka_broker import free_port, port_open
+
+
+def find_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    if candidates:
+        return candidates[0]
+    raise RuntimeError(f"{name} not found: install Debian's postgresql package (make test does)")
+
+
+def _run_as(user: str | None) -> dict[str, object]:
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+@dataclass
+class PostgresCluster:
+    port: int = field(default_factory=free_port)
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="backhaul-pg-")))
+    user: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.user is None and os.geteuid() == 0:
+            self.user = "postgres" if _user_exists("postgres") else "nobody"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            shutil.chown(self.data_dir, self.user, self.user)
+        pgdata = self.data_dir / "pgdata"
+        if not pgdata.exists():
+            subprocess.run(  # noqa: S603 - fixed command
+                [find_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
+                 "-E", "UTF8", "--no-sync"],
+                check=True, stdout=subprocess.DEVNULL, **_run_as(self.user),  # type: ignore[arg-type]
+            )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='{self.data_dir}'"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        subprocess.run(  # noqa: S603 - fixed command
+            [find_bin("pg_ctl"), "-D", str(pgdata), "-o", options, "-l",
+             str(self.data_dir / "postgres.log"), "-w", "-t", str(int(timeout)), "start"],
+            check=True, stdout=subprocess.DEVNULL, **_run_as(self.user),  # type: ignore[arg-type]
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if time.monotonic() > deadline:
+                raise TimeoutError("PostgreSQL did not start")
+            time.sleep(0.2)
+
+    def stop(self, mode: str = "fast") -> None:
+        pgdata = self.data_dir / "pgdata"
+        if pgdata.exists():
+            subprocess.run(  # noqa: S603 - fixed command
+                [find_bin("pg_ctl"), "-D", str(pgdata), "-m", mode, "-w", "stop"],
+                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                **_run_as(self.user),  # type: ignore[arg-type]
+            )
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def create_database(self, name: str) -> str:
+        """Create a database and return its SQLAlchemy async URL."""
+        subprocess.run(  # noqa: S603 - fixed command
+            [find_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"'],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        return self.url(name)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

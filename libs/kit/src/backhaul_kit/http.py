@@ -1,0 +1,139 @@
+"""The HTTP side every service shares: error mapping, health, correlation ids, limits."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.responses import Response
+
+from backhaul_kit.context import flow
+from backhaul_kit.errors import DomainError
+
+if TYPE_CHECKING:
+    from backhaul_kit.runtime import ServiceRuntime
+
+log = structlog.get_logger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-ID"
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns."""
+
+    error: str
+    message: str
+    detail: list[dict[str, Any]] | None = None
+
+
+def _error(status_code: int, code: str, message: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(status_code=status_code, content=body)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to 404/409/422 and bad requests to a 422 naming the field."""
+
+    async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        return _error(exc.status_code, exc.code, exc.message)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        message = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:5])
+        detail = [
+            {"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors
+        ]
+        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_input", message, detail)
+
+    async def on_integrity_error(_: Request, exc: Exception) -> JSONResponse:
+        # A constraint the domain did not check first (usually a race): still the caller's
+        # conflict, never a 500.
+        log.warning("integrity_conflict", error=str(exc.__cause__ or exc)[:500])
+        return _error(409, "conflict", "the request conflicts with existing data")
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", exc_info=exc)
+        return _error(500, "internal_error", "internal error; the request was not applied")
+
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(IntegrityError, on_integrity_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class CorrelationMiddleware(BaseHTTPMiddleware):
+    """Takes the caller's X-Correlation-ID (or makes one) for everything the request emits."""
+
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        raw = request.headers.get(CORRELATION_HEADER)
+        try:
+            correlation_id = UUID(raw) if raw else uuid4()
+        except ValueError:
+            correlation_id = uuid4()
+        with flow(correlation_id):
+            response = await call_next(request)
+        response.headers[CORRELATION_HEADER] = str(correlation_id)
+        return response
+
+
+class BodySizeLimitMiddleware(BaseHTTPMiddleware):
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            return _error(413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
+        return await call_next(request)
+
+
+def health_router(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Alive")
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok", "service": runtime.settings.service_name}
+
+    @router.get("/readyz", summary="Ready: database and Kafka reachable")
+    async def readyz() -> JSONResponse:
+        """503 until both the service's database and the Kafka cluster answer."""
+        checks: dict[str, str] = {}
+        try:
+            await runtime.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await runtime.kafka_probe.check()
+            checks["kafka"] = "ok"
+        except Exception as exc:
+            checks["kafka"] = f"unreachable: {type(exc).__name__}"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "not_ready", "checks": checks},
+        )
+
+    return router

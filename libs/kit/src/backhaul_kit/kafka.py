@@ -1,0 +1,143 @@
+"""Kafka clients built from settings: producer, FastStream broker, topics, readiness probe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from opentelemetry.sdk.trace import TracerProvider
+
+from backhaul_contracts.topics import dead_letter_topic
+from backhaul_kit.config import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+def _ssl_context(settings: ServiceSettings) -> ssl.SSLContext | None:
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    return ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+
+
+def client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """Connection and security options for any aiokafka client. Secrets are never logged."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = _ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password
+            else None
+        )
+    return options
+
+
+def create_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    """The idempotent, acks=all producer the outbox relay and the dead-letter path use."""
+    return AIOKafkaProducer(
+        client_id=f"backhaul-{settings.service_name}",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        **client_options(settings),
+    )
+
+
+def _broker_security(settings: ServiceSettings) -> BaseSecurity | None:
+    context = _ssl_context(settings)
+    mechanism = settings.kafka_sasl_mechanism
+    if mechanism:
+        user = settings.kafka_sasl_username or ""
+        secret = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        )
+        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[
+            mechanism
+        ]
+        return cls(user, secret, ssl_context=context, use_ssl=context is not None)
+    if context is not None:
+        return BaseSecurity(ssl_context=context)
+    return None
+
+
+def create_broker(settings: ServiceSettings, tracer_provider: TracerProvider) -> KafkaBroker:
+    """A FastStream broker for the service's subscribers, with trace propagation."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"backhaul-{settings.service_name}",
+        security=_broker_security(settings),
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
+        log_level=logging.DEBUG,
+        graceful_timeout=10.0,
+    )
+
+
+async def ensure_topics(settings: ServiceSettings, topics: list[str], groups: list[str]) -> None:
+    """Create the topics (and their dead-letter topics) if they do not exist yet."""
+    wanted = {settings.topic(t) for t in topics}
+    wanted |= {dead_letter_topic(settings.topic(t), group) for t in topics for group in groups}
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = sorted(wanted - existing)
+        if not missing:
+            return
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=settings.kafka_topic_partitions,
+                        replication_factor=settings.kafka_topic_replication_factor,
+                    )
+                    for name in missing
+                ]
+            )
+        except TopicAlreadyExistsError:
+            pass  # another replica won the race
+        log.info("kafka_topics_created", topics=missing)
+    finally:
+        await admin.close()
+
+
+class KafkaProbe:
+    """Answers whether the Kafka cluster is reachable, for /readyz."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self._client: AIOKafkaClient | None = None
+
+    async def check(self, timeout: float = 3.0) -> None:
+        try:
+            if self._client is None:
+                client = AIOKafkaClient(**client_options(self.settings))
+                await asyncio.wait_for(client.bootstrap(), timeout)
+                self._client = client
+            await asyncio.wait_for(self._client.fetch_all_metadata(), timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()

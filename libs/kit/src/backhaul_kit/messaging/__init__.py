@@ -1,0 +1,1 @@
+"""Transactional outbox, relay, inbox and the Kafka consumer every service uses."""

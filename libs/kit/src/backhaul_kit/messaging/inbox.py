@@ -1,0 +1,33 @@
+"""The inbox: a consumer records each handled event id in the effect's own transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backhaul_contracts import Envelope
+from backhaul_kit.messaging.tables import inbox_messages
+
+
+async def claim(session: AsyncSession, consumer: str, envelope: Envelope) -> bool:
+    """Record `envelope` as handled by `consumer`; False if it already was.
+
+    Runs inside the handler's transaction: if the effect rolls back, so does the claim.
+    """
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(inbox_messages)
+        .values(
+            consumer=consumer,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+            handled_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+    )
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]

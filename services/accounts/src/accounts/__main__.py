@@ -1,0 +1,13 @@
+"""`python -m accounts serve|migrate|makemigration`."""
+
+from backhaul_kit.runtime import cli
+
+from accounts.bootstrap import bootstrap
+
+
+def main() -> None:
+    cli(bootstrap)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The accounts domain: pure rules, no I/O."""
