@@ -42,7 +42,10 @@ def test_envelope_round_trips_to_the_typed_event():
 def test_envelope_keeps_the_flow_ids_it_is_given():
     correlation, cause = uuid4(), uuid4()
     envelope = Envelope.wrap(
-        _disconnected(), producer="accounts", subject=7, correlation_id=correlation,
+        _disconnected(),
+        producer="accounts",
+        subject=7,
+        correlation_id=correlation,
         causation_id=cause,
     )
     assert (envelope.correlation_id, envelope.causation_id) == (correlation, cause)
@@ -63,13 +66,31 @@ def test_decode_names_what_is_wrong():
 def test_every_starting_event_of_the_architecture_is_registered():
     names = {event_type for event_type, _ in registry()}
     assert {
-        "AccountCreated", "AccountUpdated", "AccountStatusChanged", "AccountDisconnected",
-        "ContactChanged", "AccountServiceAdded", "AccountServiceRemoved", "InvoiceIssued",
-        "InvoiceVoided", "PaymentReceived", "AccountDelinquencyChanged",
-        "ScheduledEventCreated", "ScheduledEventCompleted", "ScheduledEventFailed",
-        "IpAssigned", "IpReleased", "AddressListEntryAdded", "AddressListEntryRemoved",
-        "AccountNetworkReleased", "EmailQueued", "EmailSent", "EmailRejected",
-        "ChangeAccountStatus", "DisconnectAccount", "AddAccountService",
+        "AccountCreated",
+        "AccountUpdated",
+        "AccountStatusChanged",
+        "AccountDisconnected",
+        "ContactChanged",
+        "AccountServiceAdded",
+        "AccountServiceRemoved",
+        "InvoiceIssued",
+        "InvoiceVoided",
+        "PaymentReceived",
+        "AccountDelinquencyChanged",
+        "ScheduledEventCreated",
+        "ScheduledEventCompleted",
+        "ScheduledEventFailed",
+        "IpAssigned",
+        "IpReleased",
+        "AddressListEntryAdded",
+        "AddressListEntryRemoved",
+        "AccountNetworkReleased",
+        "EmailQueued",
+        "EmailSent",
+        "EmailRejected",
+        "ChangeAccountStatus",
+        "DisconnectAccount",
+        "AddAccountService",
         "RemoveAccountService",
     } <= names
 

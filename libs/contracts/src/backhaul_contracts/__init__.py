@@ -14,7 +14,14 @@ from backhaul_contracts.envelope import (
     register,
     registry,
 )
-from backhaul_contracts.events import accounts, billing, notifications, outcomes, provisioning, scheduler
+from backhaul_contracts.events import (
+    accounts,
+    billing,
+    notifications,
+    outcomes,
+    provisioning,
+    scheduler,
+)
 
 __all__ = [
     "Envelope",

@@ -57,9 +57,7 @@ def _types(schema: dict[str, Any], root: dict[str, Any]) -> set[str]:
     return {f"{kind}:{fmt}" if fmt else str(kind)}
 
 
-def incompatibilities(
-    old: dict[str, Any], new: dict[str, Any], path: str = ""
-) -> list[str]:
+def incompatibilities(old: dict[str, Any], new: dict[str, Any], path: str = "") -> list[str]:
     """What in `new` would break a consumer or producer written against `old`."""
     return _compare(old, old, new, new, path)
 
@@ -118,7 +116,9 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
     for name, schema in generated.items():
         target = directory / name
         if target.exists():
-            breaking += [f"{name}: {p}" for p in incompatibilities(json.loads(target.read_text()), schema)]
+            breaking += [
+                f"{name}: {p}" for p in incompatibilities(json.loads(target.read_text()), schema)
+            ]
     if breaking:
         return breaking
     directory.mkdir(parents=True, exist_ok=True)
@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems and command == "write":
-        print("incompatible change to a published version: add a new version instead",
-              file=sys.stderr)
+        print(
+            "incompatible change to a published version: add a new version instead", file=sys.stderr
+        )
     return 1 if problems else 0
 
 

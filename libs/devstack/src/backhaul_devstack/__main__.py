@@ -35,16 +35,20 @@ def _run(args: argparse.Namespace) -> int:
         url = stack.url(name)
         print(f"  {name:<14} {url}   docs {url}/docs")
     print(f"\n  kafka          {stack.bootstrap_servers}")
-    print(f"  mail sink      smtp://127.0.0.1:{stack.smtp_port}  "
-          f"received mail: http://127.0.0.1:{stack.mail_http_port}/messages")
+    print(
+        f"  mail sink      smtp://127.0.0.1:{stack.smtp_port}  "
+        f"received mail: http://127.0.0.1:{stack.mail_http_port}/messages"
+    )
     print(f"  logs           {stack.root / 'logs'}")
     print("\nCtrl-C stops everything.", flush=True)
     try:
         while not stopping:
             for name, service in stack.services.items():
                 if service.process is not None and service.process.poll() is not None:
-                    print(f"{name} exited with {service.process.returncode}; "
-                          f"see {service.log_path}", file=sys.stderr)
+                    print(
+                        f"{name} exited with {service.process.returncode}; see {service.log_path}",
+                        file=sys.stderr,
+                    )
                     stopping = True
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -61,7 +65,7 @@ def _kafka(args: argparse.Namespace) -> int:
         print(kafka_broker.fetch(quiet=False))
     elif args.action == "start":
         broker.start()
-        print(f"Kafka ready on {broker.bootstrap_servers} (pid {broker.process.pid if broker.process else '?'})")
+        print(f"Kafka ready on {broker.bootstrap_servers}")
     elif args.action == "stop":
         broker.stop()
         print("Kafka stopped")

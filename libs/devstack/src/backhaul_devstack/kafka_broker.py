@@ -35,8 +35,13 @@ def fetch(quiet: bool = True) -> Path:
         raise RuntimeError("the embedded Kafka needs Java 17+ and Maven (mvn) on PATH")
     target.mkdir(parents=True, exist_ok=True)
     command = [
-        "mvn", "-B", "-f", str(repo_root() / "tools/kafka/pom.xml"),
-        "dependency:copy-dependencies", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        "mvn",
+        "-B",
+        "-f",
+        str(repo_root() / "tools/kafka/pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={target}",
+        "-DincludeScope=runtime",
     ]
     if quiet:
         command.insert(1, "-q")
@@ -147,8 +152,13 @@ class KafkaBroker:
         if fresh:
             subprocess.run(  # noqa: S603 - fixed command
                 self._java(
-                    "kafka.tools.StorageTool", "format", "--standalone",
-                    "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", str(config),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    str(uuid.uuid4()).replace("-", "")[:22],
+                    "-c",
+                    str(config),
                 ),
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -167,9 +177,8 @@ class KafkaBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"Kafka exited with {self.process.returncode}; see {self.data_dir/'broker.log'}"
-                )
+                log = self.data_dir / "broker.log"
+                raise RuntimeError(f"Kafka exited with {self.process.returncode}; see {log}")
             if port_open("127.0.0.1", self.port) and asyncio.run(_answers(self.bootstrap_servers)):
                 return
             time.sleep(0.5)

@@ -30,13 +30,6 @@ def find_bin(name: str) -> str:
     raise RuntimeError(f"{name} not found: install Debian's postgresql package (make test does)")
 
 
-def _run_as(user: str | None) -> dict[str, object]:
-    if user is None:
-        return {}
-    entry = pwd.getpwnam(user)
-    return {"user": entry.pw_uid, "group": entry.pw_gid}
-
-
 @dataclass
 class PostgresCluster:
     port: int = field(default_factory=free_port)
@@ -61,18 +54,46 @@ class PostgresCluster:
         pgdata = self.data_dir / "pgdata"
         if not pgdata.exists():
             subprocess.run(  # noqa: S603 - fixed command
-                [find_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--no-sync"],
-                check=True, stdout=subprocess.DEVNULL, **_run_as(self.user),  # type: ignore[arg-type]
+                [
+                    find_bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                user=self.user,
+                group=self.user,
             )
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='{self.data_dir}'"
+            f"-c listen_addresses=127.0.0.1 -p {self.port}"
+            f" -c unix_socket_directories='{self.data_dir}'"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         subprocess.run(  # noqa: S603 - fixed command
-            [find_bin("pg_ctl"), "-D", str(pgdata), "-o", options, "-l",
-             str(self.data_dir / "postgres.log"), "-w", "-t", str(int(timeout)), "start"],
-            check=True, stdout=subprocess.DEVNULL, **_run_as(self.user),  # type: ignore[arg-type]
+            [
+                find_bin("pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-o",
+                options,
+                "-l",
+                str(self.data_dir / "postgres.log"),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            user=self.user,
+            group=self.user,
         )
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
@@ -85,8 +106,11 @@ class PostgresCluster:
         if pgdata.exists():
             subprocess.run(  # noqa: S603 - fixed command
                 [find_bin("pg_ctl"), "-D", str(pgdata), "-m", mode, "-w", "stop"],
-                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                **_run_as(self.user),  # type: ignore[arg-type]
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                user=self.user,
+                group=self.user,
             )
 
     def destroy(self) -> None:
@@ -96,9 +120,21 @@ class PostgresCluster:
     def create_database(self, name: str) -> str:
         """Create a database and return its SQLAlchemy async URL."""
         subprocess.run(  # noqa: S603 - fixed command
-            [find_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"'],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                find_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                f'CREATE DATABASE "{name}"',
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         return self.url(name)
 

@@ -28,7 +28,7 @@ class SinkHandler:
     permanent_failure_domains: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         domain = address.rpartition("@")[2].lower()
@@ -39,9 +39,7 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             number = len(list(self.directory.glob("*.eml"))) + 1
@@ -83,7 +81,7 @@ class MailSink:
         directory = self.directory
 
         class Api(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's hook name
+            def do_GET(self) -> None:
                 if self.path.rstrip("/") != "/messages":
                     self.send_error(404, "try GET /messages")
                     return
@@ -109,8 +107,10 @@ class MailSink:
 def serve_forever(directory: Path, smtp_port: int, http_port: int) -> None:
     sink = MailSink(directory, smtp_port=smtp_port, http_port=http_port)
     sink.start()
-    print(f"mail sink: smtp://127.0.0.1:{smtp_port}  messages: http://127.0.0.1:{http_port}/messages",
-          flush=True)
+    print(
+        f"mail sink: smtp://127.0.0.1:{smtp_port}  messages: http://127.0.0.1:{http_port}/messages",
+        flush=True,
+    )
     try:
         asyncio.run(asyncio.Event().wait())
     except KeyboardInterrupt:

@@ -143,9 +143,21 @@ class Stack:
         log = (self.root / "logs").joinpath("mail-sink.log")
         log.parent.mkdir(parents=True, exist_ok=True)
         self.mail_sink = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "backhaul_devstack", "mail-sink", "--dir", str(self.mail_dir),
-             "--smtp-port", str(self.smtp_port), "--http-port", str(self.mail_http_port)],
-            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "backhaul_devstack",
+                "mail-sink",
+                "--dir",
+                str(self.mail_dir),
+                "--smtp-port",
+                str(self.smtp_port),
+                "--http-port",
+                str(self.mail_http_port),
+            ],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 20
         while not port_open("127.0.0.1", self.smtp_port):

@@ -22,7 +22,8 @@ class FlowContext:
     causation_id: UUID | None = None
 
 
-_current: ContextVar[FlowContext] = ContextVar("backhaul_flow", default=FlowContext())
+_EMPTY = FlowContext()
+_current: ContextVar[FlowContext] = ContextVar("backhaul_flow", default=_EMPTY)
 
 
 def current_flow() -> FlowContext:

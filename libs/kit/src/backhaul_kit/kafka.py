@@ -69,9 +69,11 @@ def _broker_security(settings: ServiceSettings) -> BaseSecurity | None:
         secret = (
             settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
         )
-        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[
-            mechanism
-        ]
+        cls = {
+            "PLAIN": SASLPlaintext,
+            "SCRAM-SHA-256": SASLScram256,
+            "SCRAM-SHA-512": SASLScram512,
+        }[mechanism]
         return cls(user, secret, ssl_context=context, use_ssl=context is not None)
     if context is not None:
         return BaseSecurity(ssl_context=context)

@@ -42,8 +42,9 @@ def run_env(service_metadata: MetaData) -> None:
     batch = url.startswith("sqlite")
 
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=targets, render_as_batch=batch,
-                          literal_binds=True)
+        context.configure(
+            url=url, target_metadata=targets, render_as_batch=batch, literal_binds=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -11,9 +11,10 @@ import argparse
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
@@ -42,7 +43,7 @@ from backhaul_kit.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
-BackgroundTask = Callable[["ServiceRuntime"], Awaitable[None]]
+BackgroundTask = Callable[["ServiceRuntime"], Coroutine[Any, Any, None]]
 
 
 class ServiceRuntime:
@@ -106,7 +107,9 @@ class ServiceRuntime:
         if role in (Role.ALL, Role.API):
             for router in self.routers:
                 app.include_router(router)
-        provider = setup_tracing(self.settings.service_name, self.settings.otel_exporter_otlp_endpoint)
+        provider = setup_tracing(
+            self.settings.service_name, self.settings.otel_exporter_otlp_endpoint
+        )
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
         )
@@ -148,7 +151,9 @@ class ServiceRuntime:
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for task in self.background:
-            self._tasks.append(asyncio.create_task(task(self), name=getattr(task, "__name__", "bg")))
+            self._tasks.append(
+                asyncio.create_task(task(self), name=getattr(task, "__name__", "bg"))
+            )
         log.info("worker_started", topics=self.consumer.topics)
 
     async def stop(self) -> None:

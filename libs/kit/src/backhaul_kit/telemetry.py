@@ -46,7 +46,9 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
-def context_from_headers(headers: Mapping[str, str] | Iterable[tuple[str, bytes]]) -> otel_context.Context:
+def context_from_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, bytes]],
+) -> otel_context.Context:
     if not isinstance(headers, Mapping):
         headers = {key: value.decode() for key, value in headers}
     return propagate.extract(dict(headers))

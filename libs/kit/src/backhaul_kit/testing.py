@@ -19,7 +19,9 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def running(runtime: ServiceRuntime, *, worker: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+async def running(
+    runtime: ServiceRuntime, *, worker: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
     """Migrate the service's database, start its worker, and give an HTTP client to its API."""
     await asyncio.to_thread(runtime.migrate)
     if worker:

@@ -1,8 +1,7 @@
 """`python -m accounts serve|migrate|makemigration`."""
 
-from backhaul_kit.runtime import cli
-
 from accounts.bootstrap import bootstrap
+from backhaul_kit.runtime import cli
 
 
 def main() -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backhaul_kit.runtime import ServiceRuntime
-
 from accounts.config import AccountsSettings, get_settings
 from accounts.entrypoints import consumers
 from accounts.entrypoints.api.routes import router
+from backhaul_kit.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 

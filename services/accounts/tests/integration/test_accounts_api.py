@@ -22,8 +22,13 @@ CONTACT = {"name": "Ada Lovelace", "email": "ada@example.com"}
 
 
 async def _create(client, **extra):
-    body = {"name": "Ada", "status_id": 2, "serviceable_address": ADDRESS,
-            "primary_contact": CONTACT, **extra}
+    body = {
+        "name": "Ada",
+        "status_id": 2,
+        "serviceable_address": ADDRESS,
+        "primary_contact": CONTACT,
+        **extra,
+    }
     response = await client.post("/accounts", json=body, headers={"X-Actor": "staff@isp"})
     assert response.status_code == 201, response.text
     return response.json()
@@ -33,25 +38,33 @@ async def test_fresh_install_has_the_default_statuses(service):
     _, client = service
     statuses = (await client.get("/account-statuses")).json()
     assert [(s["name"], s["activates_account"]) for s in statuses] == [
-        ("Lead", False), ("Active", True), ("Inactive", False)
+        ("Lead", False),
+        ("Active", True),
+        ("Inactive", False),
     ]
 
 
-async def test_disconnect_moves_status_frees_address_logs_and_publishes(service, kafka_bootstrap,
-                                                                        settings):
-    runtime, client = service
+async def test_disconnect_moves_status_frees_address_logs_and_publishes(
+    service, kafka_bootstrap, settings
+):
+    _, client = service
     account = await _create(client)
     assert account["serviceable_address"]["line1"] == "1 Main St"
     assert account["activated_at"] is not None
 
-    response = await client.post(f"/accounts/{account['id']}/disconnect",
-                                 json={"proration": "credit_unused"},
-                                 headers={"X-Actor": "staff@isp"})
+    response = await client.post(
+        f"/accounts/{account['id']}/disconnect",
+        json={"proration": "credit_unused"},
+        headers={"X-Actor": "staff@isp"},
+    )
     assert response.status_code == 201, response.text
     disconnection = response.json()
     assert disconnection["progress"] == "in_progress"
     assert {s["step"]: s["state"] for s in disconnection["steps"]} == {
-        "final_invoice": "pending", "network_release": "pending", "email": "pending"}
+        "final_invoice": "pending",
+        "network_release": "pending",
+        "email": "pending",
+    }
     assert disconnection["address"]["line1"] == "1 Main St"
     assert disconnection["disconnected_by"] == "staff@isp"
 
@@ -100,8 +113,9 @@ async def test_bad_input_is_a_clear_4xx(service):
     assert (await client.post("/accounts/999/disconnect")).status_code == 404
     assert (await client.get("/accounts/999")).json()["message"] == "account 999 not found"
 
-    invalid = await client.post("/accounts", json={"name": "", "primary_contact": {"name": "x",
-                                                                                  "email": "nope"}})
+    invalid = await client.post(
+        "/accounts", json={"name": "", "primary_contact": {"name": "x", "email": "nope"}}
+    )
     assert invalid.status_code == 422
     fields = {d["field"] for d in invalid.json()["detail"]}
     assert {"name", "primary_contact.email"} <= fields
@@ -113,8 +127,9 @@ async def test_bad_input_is_a_clear_4xx(service):
     occupied = await client.post("/accounts", json={"name": "C", "serviceable_address": ADDRESS})
     assert occupied.status_code == 409 and "occupied" in occupied.json()["message"]
 
-    colour = await client.post("/account-statuses", json={"name": "X", "activates_account": True,
-                                                         "colour": "bright"})
+    colour = await client.post(
+        "/account-statuses", json={"name": "X", "activates_account": True, "colour": "bright"}
+    )
     assert colour.status_code == 422 and "colour" in colour.json()["message"]
 
 
@@ -128,8 +143,9 @@ async def test_status_change_to_the_same_status_is_a_no_op(service):
     async with runtime.db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(outbox_messages)) == before
 
-    moved = await client.post(f"/accounts/{account['id']}/status",
-                              json={"status_id": 1, "reason": "test"})
+    moved = await client.post(
+        f"/accounts/{account['id']}/status", json={"status_id": 1, "reason": "test"}
+    )
     assert moved.json()["status"]["name"] == "Lead"
 
 
@@ -138,10 +154,19 @@ async def test_progress_follows_completion_events_once_each(service):
     account = await _create(client)
     disconnection = (await client.post(f"/accounts/{account['id']}/disconnect")).json()
     invoice = Envelope.wrap(
-        InvoiceIssued(account_id=account["id"], invoice_id=41, number="INV-41", total="10.00",
-                      currency="USD", issued_at="2026-11-22T00:00:00Z", due_date="2026-12-01",
-                      final=True, disconnection_id=disconnection["id"]),
-        producer="billing", subject=account["id"],
+        InvoiceIssued(
+            account_id=account["id"],
+            invoice_id=41,
+            number="INV-41",
+            total="10.00",
+            currency="USD",
+            issued_at="2026-11-22T00:00:00Z",
+            due_date="2026-12-01",
+            final=True,
+            disconnection_id=disconnection["id"],
+        ),
+        producer="billing",
+        subject=account["id"],
     )
     record = Record(topic="billing.events.v1", value=invoice.to_bytes())
 
@@ -149,12 +174,18 @@ async def test_progress_follows_completion_events_once_each(service):
     assert await runtime.consumer.process(record) is Outcome.DUPLICATE
 
     released = Envelope.wrap(
-        AccountNetworkReleased(account_id=account["id"], disconnection_id=disconnection["id"],
-                               released_at="2026-11-22T00:00:00Z",
-                               released_ips=[ReleasedIp(assignment_id=uuid4(), address="10.0.0.5")]),
-        producer="provisioning", subject=account["id"],
+        AccountNetworkReleased(
+            account_id=account["id"],
+            disconnection_id=disconnection["id"],
+            released_at="2026-11-22T00:00:00Z",
+            released_ips=[ReleasedIp(assignment_id=uuid4(), address="10.0.0.5")],
+        ),
+        producer="provisioning",
+        subject=account["id"],
     )
-    await runtime.consumer.process(Record(topic="provisioning.events.v1", value=released.to_bytes()))
+    await runtime.consumer.process(
+        Record(topic="provisioning.events.v1", value=released.to_bytes())
+    )
 
     progress = (await client.get(f"/accounts/{account['id']}/disconnections")).json()[0]
     steps = {s["step"]: s for s in progress["steps"]}
@@ -167,12 +198,17 @@ async def test_progress_follows_completion_events_once_each(service):
         assert await session.scalar(select(func.count()).select_from(inbox_messages)) == 2
 
 
-async def test_scheduler_disconnect_command_over_kafka_is_answered(service, kafka_bootstrap, settings):
+async def test_scheduler_disconnect_command_over_kafka_is_answered(
+    service, kafka_bootstrap, settings
+):
     """A DisconnectAccount command published on Kafka is handled and answered by its outcome."""
     runtime, client = service
     account = await _create(client)
-    command = Envelope.wrap(DisconnectAccount(account_id=account["id"], requested_by="scheduler"),
-                            producer="scheduler", subject=account["id"])
+    command = Envelope.wrap(
+        DisconnectAccount(account_id=account["id"], requested_by="scheduler"),
+        producer="scheduler",
+        subject=account["id"],
+    )
     await runtime.producer.send_and_wait(
         settings.topic("accounts.commands.v1"), command.to_bytes(), key=str(account["id"]).encode()
     )
@@ -189,8 +225,11 @@ async def test_scheduler_disconnect_command_over_kafka_is_answered(service, kafk
     assert outcome[0].payload["result"]["disconnection_id"]
 
     # A second command for the same account is refused and the refusal is answered.
-    again = Envelope.wrap(DisconnectAccount(account_id=account["id"], requested_by="scheduler"),
-                          producer="scheduler", subject=account["id"])
+    again = Envelope.wrap(
+        DisconnectAccount(account_id=account["id"], requested_by="scheduler"),
+        producer="scheduler",
+        subject=account["id"],
+    )
     await runtime.producer.send_and_wait(
         settings.topic("accounts.commands.v1"), again.to_bytes(), key=str(account["id"]).encode()
     )

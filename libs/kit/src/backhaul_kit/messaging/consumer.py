@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
+from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry import trace
@@ -124,7 +125,7 @@ class EventConsumer:
             decoder=raw_body,
         )
         async def on_message(body: bytes, message: KafkaMessage) -> None:
-            raw = message.raw_message
+            raw = cast(ConsumerRecord, message.raw_message)
             await self.process(
                 Record(
                     topic=raw.topic,

@@ -26,9 +26,29 @@ SUGGESTED_STATUSES: tuple[tuple[str, bool, str, str], ...] = (
 
 _HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 NAMED_COLOURS = frozenset(
-    {"red", "pink", "purple", "deep-purple", "indigo", "blue", "light-blue", "cyan", "teal",
-     "green", "light-green", "lime", "yellow", "amber", "orange", "deep-orange", "brown",
-     "grey", "blue-grey", "black", "white"}
+    {
+        "red",
+        "pink",
+        "purple",
+        "deep-purple",
+        "indigo",
+        "blue",
+        "light-blue",
+        "cyan",
+        "teal",
+        "green",
+        "light-green",
+        "lime",
+        "yellow",
+        "amber",
+        "orange",
+        "deep-orange",
+        "brown",
+        "grey",
+        "blue-grey",
+        "black",
+        "white",
+    }
 )
 
 
@@ -39,9 +59,7 @@ def normalise_colour(value: str) -> str:
         return value.upper() if len(value) == 7 else "#" + "".join(c * 2 for c in value[1:]).upper()
     if value.lower() in NAMED_COLOURS:
         return value.lower()
-    raise InvalidInput(
-        f"colour {value!r} is neither a hex value like #4CAF50 nor a picker colour"
-    )
+    raise InvalidInput(f"colour {value!r} is neither a hex value like #4CAF50 nor a picker colour")
 
 
 class StepName(StrEnum):

@@ -1,12 +1,11 @@
 """What accounts reacts to: the scheduler's commands and the disconnect fan-out's outcomes."""
 
+from accounts.service_layer import handlers
 from backhaul_contracts.events.accounts import ChangeAccountStatus, DisconnectAccount
 from backhaul_contracts.events.billing import InvoiceIssued
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
 from backhaul_contracts.events.provisioning import AccountNetworkReleased
 from backhaul_kit.messaging.consumer import EventConsumer
-
-from accounts.service_layer import handlers
 
 
 def register(consumer: EventConsumer) -> None:

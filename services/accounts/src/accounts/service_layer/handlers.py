@@ -11,17 +11,6 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from backhaul_contracts import Envelope
-from backhaul_contracts.common import Address, ContactRef, Proration, StatusRef
-from backhaul_contracts.events import accounts as events
-from backhaul_contracts.events.billing import InvoiceIssued
-from backhaul_contracts.events.notifications import EmailRejected, EmailSent
-from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded, FailureCode
-from backhaul_contracts.events.provisioning import AccountNetworkReleased
-from backhaul_contracts.topics import ACCOUNTS_EVENTS
-from backhaul_kit.errors import Conflict, DomainError, InvalidInput, NotFound
-from backhaul_kit.unit_of_work import UnitOfWork
-
 from accounts.adapters.tables import (
     Account,
     AccountLog,
@@ -34,6 +23,16 @@ from accounts.adapters.tables import (
     Setting,
 )
 from accounts.domain.rules import StepName, StepState, address_key, normalise_colour
+from backhaul_contracts import Envelope
+from backhaul_contracts.common import Address, ContactRef, Proration, StatusRef
+from backhaul_contracts.events import accounts as events
+from backhaul_contracts.events.billing import InvoiceIssued
+from backhaul_contracts.events.notifications import EmailRejected, EmailSent
+from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded, FailureCode
+from backhaul_contracts.events.provisioning import AccountNetworkReleased
+from backhaul_contracts.topics import ACCOUNTS_EVENTS
+from backhaul_kit.errors import Conflict, DomainError, InvalidInput, NotFound
+from backhaul_kit.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -90,15 +89,22 @@ def address_value(address: ServiceableAddress | None) -> Address | None:
     if address is None:
         return None
     return Address(
-        line1=address.line1, line2=address.line2, city=address.city, region=address.region,
-        postal_code=address.postal_code, country=address.country,
+        line1=address.line1,
+        line2=address.line2,
+        city=address.city,
+        region=address.region,
+        postal_code=address.postal_code,
+        country=address.country,
     )
 
 
 def contact_ref(contact: Contact) -> ContactRef:
     return ContactRef(
-        contact_id=contact.id, name=contact.name, email=contact.email,
-        is_primary=contact.is_primary, message_categories=list(contact.message_categories or []),
+        contact_id=contact.id,
+        name=contact.name,
+        email=contact.email,
+        is_primary=contact.is_primary,
+        message_categories=list(contact.message_categories or []),
     )
 
 
@@ -160,7 +166,10 @@ async def create_status(
         if taken:
             raise Conflict(f"an account status named {name!r} already exists")
         status = AccountStatus(
-            name=name, activates_account=activates_account, icon=icon, colour=colour,
+            name=name,
+            activates_account=activates_account,
+            icon=icon,
+            colour=colour,
             is_default=False,
         )
         uow.session.add(status)
@@ -178,8 +187,13 @@ async def _claim_address(uow: UnitOfWork, new: NewAddress, account_id: int) -> S
     ).scalar_one_or_none()
     if address is None:
         address = ServiceableAddress(
-            key=key, line1=new.line1, line2=new.line2, city=new.city, region=new.region,
-            postal_code=new.postal_code, country=new.country.upper(),
+            key=key,
+            line1=new.line1,
+            line2=new.line2,
+            city=new.city,
+            region=new.region,
+            postal_code=new.postal_code,
+            country=new.country.upper(),
         )
         uow.session.add(address)
     elif address.account_id is not None:
@@ -233,8 +247,10 @@ async def create_account(uow: UnitOfWork, command: CreateAccount, *, actor: str)
         contact = None
         if command.primary_contact is not None:
             contact = Contact(
-                account_id=account.id, name=command.primary_contact.name,
-                email=command.primary_contact.email, phone=command.primary_contact.phone,
+                account_id=account.id,
+                name=command.primary_contact.name,
+                email=command.primary_contact.email,
+                phone=command.primary_contact.phone,
                 is_primary=True,
                 message_categories=list(command.primary_contact.message_categories),
             )
@@ -243,20 +259,26 @@ async def create_account(uow: UnitOfWork, command: CreateAccount, *, actor: str)
         _log(uow, account.id, actor, "account_created", name=account.name, status=status.name)
         await uow.emit(
             events.AccountCreated(
-                account_id=account.id, name=account.name,
+                account_id=account.id,
+                name=account.name,
                 account_type=account_type.name if account_type else None,
-                status=status_ref(status), serviceable_address=address_value(address),
-                mailing_address=None, parent_account_id=account.parent_id,
+                status=status_ref(status),
+                serviceable_address=address_value(address),
+                mailing_address=None,
+                parent_account_id=account.parent_id,
                 billing_day=account.billing_day,
-                primary_contact=contact_ref(contact) if contact else None, created_at=now,
+                primary_contact=contact_ref(contact) if contact else None,
+                created_at=now,
             ),
             subject=account.id,
         )
         if contact is not None:
             await uow.emit(
                 events.ContactChanged(
-                    account_id=account.id, account_name=account.name,
-                    parent_account_id=account.parent_id, contact=contact_ref(contact),
+                    account_id=account.id,
+                    account_name=account.name,
+                    parent_account_id=account.parent_id,
+                    contact=contact_ref(contact),
                 ),
                 subject=account.id,
             )
@@ -286,13 +308,24 @@ async def change_status(
         if new.activates_account:
             account.activated_at = account.activated_at or now
             account.disconnected_at = None  # back in service: it can be disconnected again
-        _log(uow, account.id, actor, "status_changed", previous=previous.name, status=new.name,
-             reason=reason)
+        _log(
+            uow,
+            account.id,
+            actor,
+            "status_changed",
+            previous=previous.name,
+            status=new.name,
+            reason=reason,
+        )
         await uow.emit(
             events.AccountStatusChanged(
-                account_id=account.id, previous_status=status_ref(previous),
-                status=status_ref(new), reason=reason, changed_by=actor,
-                parent_account_id=account.parent_id, changed_at=now,
+                account_id=account.id,
+                previous_status=status_ref(previous),
+                status=status_ref(new),
+                reason=reason,
+                changed_by=actor,
+                parent_account_id=account.parent_id,
+                changed_at=now,
             ),
             subject=account.id,
         )
@@ -326,19 +359,29 @@ async def disconnect(
         disconnection_id = uuid4()
         envelope = await uow.emit(
             events.AccountDisconnected(
-                account_id=account.id, account_name=account.name,
-                disconnection_id=disconnection_id, disconnected_at=now, disconnected_by=actor,
-                previous_status=status_ref(previous), status=status_ref(target),
-                released_address=released, proration=proration,
+                account_id=account.id,
+                account_name=account.name,
+                disconnection_id=disconnection_id,
+                disconnected_at=now,
+                disconnected_by=actor,
+                previous_status=status_ref(previous),
+                status=status_ref(target),
+                released_address=released,
+                proration=proration,
                 parent_account_id=account.parent_id,
                 primary_contact=contact_ref(contact) if contact else None,
             ),
             subject=account.id,
         )
         disconnection = Disconnection(
-            id=disconnection_id, account_id=account.id, disconnected_at=now,
-            disconnected_by=actor, address=released.model_dump() if released else None,
-            previous_status_id=previous.id, status_id=target.id, proration=proration.value,
+            id=disconnection_id,
+            account_id=account.id,
+            disconnected_at=now,
+            disconnected_by=actor,
+            address=released.model_dump() if released else None,
+            previous_status_id=previous.id,
+            status_id=target.id,
+            proration=proration.value,
             event_id=envelope.event_id,
         )
         uow.session.add(disconnection)
@@ -350,14 +393,26 @@ async def disconnect(
         ):
             uow.session.add(
                 DisconnectionStep(
-                    disconnection_id=disconnection_id, step=step.value, state=state.value,
+                    disconnection_id=disconnection_id,
+                    step=step.value,
+                    state=state.value,
                     updated_at=now,
-                    result={} if state is StepState.PENDING else {"reason": "no primary contact email"},
+                    result={}
+                    if state is StepState.PENDING
+                    else {"reason": "no primary contact email"},
                 )
             )
-        _log(uow, account.id, actor, "account_disconnected", previous=previous.name,
-             status=target.name, address=released.model_dump() if released else None,
-             disconnection_id=str(disconnection_id), proration=proration.value)
+        _log(
+            uow,
+            account.id,
+            actor,
+            "account_disconnected",
+            previous=previous.name,
+            status=target.name,
+            address=released.model_dump() if released else None,
+            disconnection_id=str(disconnection_id),
+            proration=proration.value,
+        )
         await uow.session.flush()
         uow.session.expunge(disconnection)
     return await load_disconnection(uow, disconnection_id)
@@ -386,8 +441,11 @@ async def record_step(
     async with uow:
         row = await uow.session.get(DisconnectionStep, (disconnection_id, step.value))
         if row is None:
-            log.warning("disconnection_step_unknown", disconnection_id=str(disconnection_id),
-                        step=step.value)
+            log.warning(
+                "disconnection_step_unknown",
+                disconnection_id=str(disconnection_id),
+                step=step.value,
+            )
             return
         if row.state == StepState.DONE.value:
             return  # a later failure report cannot undo what is done
@@ -403,9 +461,16 @@ async def record_step(
 async def on_invoice_issued(event: InvoiceIssued, envelope: Envelope, uow: UnitOfWork) -> None:
     if event.final and event.disconnection_id is not None:
         await record_step(
-            uow, event.disconnection_id, StepName.FINAL_INVOICE, StepState.DONE,
-            result={"invoice_id": event.invoice_id, "number": event.number,
-                    "total": str(event.total), "currency": event.currency},
+            uow,
+            event.disconnection_id,
+            StepName.FINAL_INVOICE,
+            StepState.DONE,
+            result={
+                "invoice_id": event.invoice_id,
+                "number": event.number,
+                "total": str(event.total),
+                "currency": event.currency,
+            },
         )
 
 
@@ -413,16 +478,24 @@ async def on_network_released(
     event: AccountNetworkReleased, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     await record_step(
-        uow, event.disconnection_id, StepName.NETWORK_RELEASE, StepState.DONE,
-        result={"released_ips": [ip.address for ip in event.released_ips],
-                "removed_list_entries": event.removed_list_entries},
+        uow,
+        event.disconnection_id,
+        StepName.NETWORK_RELEASE,
+        StepState.DONE,
+        result={
+            "released_ips": [ip.address for ip in event.released_ips],
+            "removed_list_entries": event.removed_list_entries,
+        },
     )
 
 
 async def on_email_sent(event: EmailSent, envelope: Envelope, uow: UnitOfWork) -> None:
     if event.disconnection_id is not None:
         await record_step(
-            uow, event.disconnection_id, StepName.EMAIL, StepState.DONE,
+            uow,
+            event.disconnection_id,
+            StepName.EMAIL,
+            StepState.DONE,
             result={"email_id": str(event.email_id), "recipient": event.recipient},
         )
 
@@ -430,7 +503,10 @@ async def on_email_sent(event: EmailSent, envelope: Envelope, uow: UnitOfWork) -
 async def on_email_rejected(event: EmailRejected, envelope: Envelope, uow: UnitOfWork) -> None:
     if event.disconnection_id is not None:
         await record_step(
-            uow, event.disconnection_id, StepName.EMAIL, StepState.FAILED,
+            uow,
+            event.disconnection_id,
+            StepName.EMAIL,
+            StepState.FAILED,
             result={"email_id": str(event.email_id), "recipient": event.recipient},
             error=event.reason,
         )
@@ -450,8 +526,9 @@ def _failure_code(error: DomainError) -> FailureCode:
 async def _answer(
     uow: UnitOfWork, envelope: Envelope, account_id: int, outcome: CommandSucceeded | CommandFailed
 ) -> None:
-    await uow.emit(outcome, subject=account_id, topic=ACCOUNTS_EVENTS,
-                   causation_id=envelope.event_id)
+    await uow.emit(
+        outcome, subject=account_id, topic=ACCOUNTS_EVENTS, causation_id=envelope.event_id
+    )
 
 
 async def on_change_status_command(
@@ -460,17 +537,23 @@ async def on_change_status_command(
     """The scheduler's ChangeAccountStatus: done like the HTTP call, answered either way."""
     try:
         account, changed = await change_status(
-            uow, command.account_id, command.status_id, actor=command.requested_by,
+            uow,
+            command.account_id,
+            command.status_id,
+            actor=command.requested_by,
             reason=command.reason,
         )
         outcome: CommandSucceeded | CommandFailed = CommandSucceeded(
-            account_id=command.account_id, command_type=command.event_type,
+            account_id=command.account_id,
+            command_type=command.event_type,
             result={"status_id": account.status_id, "changed": changed},
         )
     except DomainError as error:
         outcome = CommandFailed(
-            account_id=command.account_id, command_type=command.event_type,
-            reason=error.message, code=_failure_code(error),
+            account_id=command.account_id,
+            command_type=command.event_type,
+            reason=error.message,
+            code=_failure_code(error),
         )
     await _answer(uow, envelope, command.account_id, outcome)
 
@@ -484,13 +567,16 @@ async def on_disconnect_command(
             uow, command.account_id, actor=command.requested_by, proration=command.proration
         )
         outcome: CommandSucceeded | CommandFailed = CommandSucceeded(
-            account_id=command.account_id, command_type=command.event_type,
+            account_id=command.account_id,
+            command_type=command.event_type,
             result={"disconnection_id": str(disconnection.id)},
         )
     except DomainError as error:
         outcome = CommandFailed(
-            account_id=command.account_id, command_type=command.event_type,
-            reason=error.message, code=_failure_code(error),
+            account_id=command.account_id,
+            command_type=command.event_type,
+            reason=error.message,
+            code=_failure_code(error),
         )
     await _answer(uow, envelope, command.account_id, outcome)
 

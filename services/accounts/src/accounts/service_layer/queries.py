@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy import func, or_, select
 
-from backhaul_kit.unit_of_work import UnitOfWork
-
 from accounts.adapters.tables import (
     Account,
     AccountLog,
@@ -14,11 +12,14 @@ from accounts.adapters.tables import (
     Disconnection,
 )
 from accounts.service_layer.handlers import get_account
+from backhaul_kit.unit_of_work import UnitOfWork
 
 
 async def list_statuses(uow: UnitOfWork) -> list[AccountStatus]:
     async with uow:
-        return list((await uow.session.scalars(select(AccountStatus).order_by(AccountStatus.id))).all())
+        return list(
+            (await uow.session.scalars(select(AccountStatus).order_by(AccountStatus.id))).all()
+        )
 
 
 async def list_account_types(uow: UnitOfWork) -> list[AccountType]:

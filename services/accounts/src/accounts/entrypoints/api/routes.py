@@ -16,6 +16,7 @@ from accounts.entrypoints.api.schemas import (
     AccountTypeIn,
     AccountTypeOut,
     AddressOut,
+    ContactOut,
     DisconnectIn,
     DisconnectionOut,
     LogOut,
@@ -37,13 +38,15 @@ def _account_out(account: handlers.Account) -> AccountOut:
         id=account.id,
         name=account.name,
         status=StatusOut.model_validate(account.status),
-        account_type=AccountTypeOut.model_validate(account.account_type) if account.account_type else None,
+        account_type=AccountTypeOut.model_validate(account.account_type)
+        if account.account_type
+        else None,
         parent_account_id=account.parent_id,
         billing_day=account.billing_day,
         serviceable_address=AddressOut.model_validate(address) if address else None,
         mailing_address=account.mailing_address,
         custom_fields=account.custom_fields or {},
-        contacts=[c for c in account.contacts],  # type: ignore[misc]
+        contacts=[ContactOut.model_validate(c) for c in account.contacts],
         created_at=account.created_at,
         activated_at=account.activated_at,
         disconnected_at=account.disconnected_at,
@@ -77,7 +80,10 @@ async def list_account_statuses(uow: UnitOfWorkDep) -> list[StatusOut]:
 async def create_account_status(body: StatusIn, uow: UnitOfWorkDep) -> StatusOut:
     """Add a custom status with its activates-account flag, icon and colour."""
     created = await handlers.create_status(
-        uow, name=body.name, activates_account=body.activates_account, icon=body.icon,
+        uow,
+        name=body.name,
+        activates_account=body.activates_account,
+        icon=body.icon,
         colour=body.colour,
     )
     return StatusOut.model_validate(created)
@@ -89,7 +95,9 @@ async def list_account_types(uow: UnitOfWorkDep) -> list[AccountTypeOut]:
     return [AccountTypeOut.model_validate(t) for t in await queries.list_account_types(uow)]
 
 
-@router.post("/account-types", response_model=AccountTypeOut, status_code=201, tags=["account types"])
+@router.post(
+    "/account-types", response_model=AccountTypeOut, status_code=201, tags=["account types"]
+)
 async def create_account_type(body: AccountTypeIn, uow: UnitOfWorkDep) -> AccountTypeOut:
     """Add an account type (names are unique)."""
     return AccountTypeOut.model_validate(await handlers.create_account_type(uow, body.name))
@@ -130,18 +138,26 @@ async def list_accounts(
     uow: UnitOfWorkDep,
     status_id: int | None = None,
     account_type_id: int | None = None,
-    activates: Annotated[bool | None, Query(description="Only accounts whose status activates (or not)")] = None,
+    activates: Annotated[
+        bool | None, Query(description="Only accounts whose status activates (or not)")
+    ] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text search on the name")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AccountPage:
     """Accounts, filtered and paginated."""
     accounts, total = await queries.list_accounts(
-        uow, status_id=status_id, account_type_id=account_type_id, activates=activates, q=q,
-        limit=limit, offset=offset,
+        uow,
+        status_id=status_id,
+        account_type_id=account_type_id,
+        activates=activates,
+        q=q,
+        limit=limit,
+        offset=offset,
     )
-    return AccountPage(items=[_account_out(a) for a in accounts], total=total, limit=limit,
-                       offset=offset)
+    return AccountPage(
+        items=[_account_out(a) for a in accounts], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
@@ -176,7 +192,9 @@ async def disconnect_account(
     `GET /accounts/{id}/disconnections`.
     """
     body = body or DisconnectIn()
-    disconnection = await handlers.disconnect(uow, account_id, actor=actor, proration=body.proration)
+    disconnection = await handlers.disconnect(
+        uow, account_id, actor=actor, proration=body.proration
+    )
     return _disconnection_out(disconnection)
 
 
@@ -198,8 +216,10 @@ async def list_logs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[LogOut]:
     """The account's action history, newest first, optionally of one action."""
-    return [LogOut.model_validate(entry) for entry in
-            await queries.list_logs(uow, account_id, action=action, limit=limit)]
+    return [
+        LogOut.model_validate(entry)
+        for entry in await queries.list_logs(uow, account_id, action=action, limit=limit)
+    ]
 
 
 @router.get("/settings", response_model=SettingsOut, tags=["settings"])

@@ -23,7 +23,9 @@ class StatusIn(_In):
     name: str = Field(min_length=1, max_length=100)
     activates_account: bool
     icon: str = Field(default="circle", min_length=1, max_length=50)
-    colour: str = Field(default="#9E9E9E", max_length=20, description="#RGB, #RRGGBB or a picker name")
+    colour: str = Field(
+        default="#9E9E9E", max_length=20, description="#RGB, #RRGGBB or a picker name"
+    )
 
 
 class StatusOut(_Out):
