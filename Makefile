@@ -1,0 +1,57 @@
+# Backhaul: `make run` brings the whole system up; `make test` runs every test.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-unit test-e2e lint format schemas kafka-fetch kafka-start kafka-stop clean
+
+help:
+	@echo "make run      install what is missing, start Kafka, the mail sink and the five services"
+	@echo "make test     install what is missing and run every test against real components"
+	@echo "make lint     ruff, ruff format --check, mypy, and the event-schema check"
+	@echo "make schemas  re-export the events' JSON Schemas (refuses incompatible changes)"
+	@echo "make kafka-start / kafka-stop   the embedded Kafka broker alone, on 127.0.0.1:19092"
+
+install:
+	@tools/install.sh run
+
+run:
+	@tools/install.sh run
+	@$(UV) run --no-sync backhaul-dev run
+
+test:
+	@tools/install.sh test
+	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+test-unit:
+	@$(UV) run --no-sync pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+test-e2e:
+	@tools/install.sh test
+	@$(UV) run --no-sync pytest tests/e2e $(PYTEST_ARGS)
+
+lint:
+	@tools/install.sh run >/dev/null
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy libs/contracts/src libs/kit/src libs/devstack/src services/*/src
+	$(UV) run --no-sync python -m backhaul_contracts.schemas check
+
+format:
+	$(UV) run --no-sync ruff check --fix .
+	$(UV) run --no-sync ruff format .
+
+schemas:
+	$(UV) run --no-sync python -m backhaul_contracts.schemas write
+
+kafka-fetch:
+	@tools/install.sh run
+
+kafka-start:
+	@$(UV) run --no-sync backhaul-dev kafka start
+
+kafka-stop:
+	@$(UV) run --no-sync backhaul-dev kafka stop
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
