@@ -45,7 +45,9 @@ def stack(kafka_bootstrap: str, otlp: OtlpReceiver) -> Iterator[Stack]:
         for name in stack.services:
             log = root / "logs" / f"{name}.log"
             if log.exists():
-                print(f"--- {name} log (tail) ---\n" + "\n".join(log.read_text().splitlines()[-40:]))
+                print(
+                    f"--- {name} log (tail) ---\n" + "\n".join(log.read_text().splitlines()[-40:])
+                )
         raise
     finally:
         stack.stop()

@@ -28,41 +28,79 @@ def _ok(response: httpx.Response, status: int = 200) -> Any:
     return response.json()
 
 
-async def _create_account(http: httpx.AsyncClient, accounts: str, name: str, email: str,
-                          address: dict[str, str]) -> dict[str, Any]:
-    return _ok(await http.post(f"{accounts}/accounts", json={
-        "name": name, "status_id": 2, "serviceable_address": address,
-        "primary_contact": {"name": name, "email": email},
-    }, headers={"X-Actor": "e2e@isp"}), 201)
+async def _create_account(
+    http: httpx.AsyncClient, accounts: str, name: str, email: str, address: dict[str, str]
+) -> dict[str, Any]:
+    return _ok(
+        await http.post(
+            f"{accounts}/accounts",
+            json={
+                "name": name,
+                "status_id": 2,
+                "serviceable_address": address,
+                "primary_contact": {"name": name, "email": email},
+            },
+            headers={"X-Actor": "e2e@isp"},
+        ),
+        201,
+    )
 
 
 async def test_disconnect_fans_out_through_every_service(stack, otlp):
     accounts, billing = stack.url("accounts"), stack.url("billing")
     provisioning, notifications = stack.url("provisioning"), stack.url("notifications")
     async with httpx.AsyncClient(timeout=10) as http:
-        account = await _create_account(http, accounts, "Grace Hopper", "grace@example.com",
-                                        ADDRESS)
+        account = await _create_account(
+            http, accounts, "Grace Hopper", "grace@example.com", ADDRESS
+        )
         account_id = account["id"]
 
-        service = _ok(await http.post(f"{billing}/services", json={
-            "name": f"Fibre 500 {uuid.uuid4().hex[:6]}", "kind": "recurring", "price": "49.99",
-            "currency": "USD"}), 201)
+        service = _ok(
+            await http.post(
+                f"{billing}/services",
+                json={
+                    "name": f"Fibre 500 {uuid.uuid4().hex[:6]}",
+                    "kind": "recurring",
+                    "price": "49.99",
+                    "currency": "USD",
+                },
+            ),
+            201,
+        )
 
         async def add_service() -> dict[str, Any]:
-            return _ok(await http.post(f"{billing}/accounts/{account_id}/services",
-                                       json={"service_id": service["id"], "quantity": 1}), 201)
+            return _ok(
+                await http.post(
+                    f"{billing}/accounts/{account_id}/services",
+                    json={"service_id": service["id"], "quantity": 1},
+                ),
+                201,
+            )
 
         await eventually(add_service)  # billing learns of the account from its event
 
-        pool = _ok(await http.post(f"{provisioning}/ip-pools",
-                                   json={"name": "e2e pool", "cidr": "100.64.10.0/24"}), 201)
-        active_list = _ok(await http.post(f"{provisioning}/address-lists",
-                                          json={"name": "active-e2e", "rule": {"activating": True}}),
-                          201)
+        pool = _ok(
+            await http.post(
+                f"{provisioning}/ip-pools", json={"name": "e2e pool", "cidr": "100.64.10.0/24"}
+            ),
+            201,
+        )
+        active_list = _ok(
+            await http.post(
+                f"{provisioning}/address-lists",
+                json={"name": "active-e2e", "rule": {"activating": True}},
+            ),
+            201,
+        )
 
         async def assign_ip() -> dict[str, Any]:
-            return _ok(await http.post(f"{provisioning}/accounts/{account_id}/ip-assignments",
-                                       json={"pool_id": pool["id"]}), 201)
+            return _ok(
+                await http.post(
+                    f"{provisioning}/accounts/{account_id}/ip-assignments",
+                    json={"pool_id": pool["id"]},
+                ),
+                201,
+            )
 
         assignment = await eventually(assign_ip)
         entries = _ok(await http.get(f"{provisioning}/address-lists/{active_list['id']}/entries"))
@@ -70,9 +108,14 @@ async def test_disconnect_fans_out_through_every_service(stack, otlp):
 
         correlation_id = str(uuid.uuid4())
         started = time.monotonic()
-        disconnection = _ok(await http.post(
-            f"{accounts}/accounts/{account_id}/disconnect", json={},
-            headers={"X-Actor": "e2e@isp", "X-Correlation-ID": correlation_id}), 201)
+        disconnection = _ok(
+            await http.post(
+                f"{accounts}/accounts/{account_id}/disconnect",
+                json={},
+                headers={"X-Actor": "e2e@isp", "X-Correlation-ID": correlation_id},
+            ),
+            201,
+        )
 
         async def fanned_out() -> dict[str, Any]:
             progress = _ok(await http.get(f"{accounts}/accounts/{account_id}/disconnections"))
@@ -97,12 +140,18 @@ async def test_disconnect_fans_out_through_every_service(stack, otlp):
         steps = {s["step"]: s for s in progress["steps"]}
         assert steps["final_invoice"]["result"]["invoice_id"] == finals[0]["id"]
 
-        history = _ok(await http.get(f"{provisioning}/accounts/{account_id}/ip-assignments",
-                                     params={"include_history": "true"}))
+        history = _ok(
+            await http.get(
+                f"{provisioning}/accounts/{account_id}/ip-assignments",
+                params={"include_history": "true"},
+            )
+        )
         assert [a["address"] for a in history] == [assignment["address"]]
         assert history[0]["removed_at"] is not None
         assert _ok(await http.get(f"{provisioning}/accounts/{account_id}/ip-assignments")) == []
-        assert _ok(await http.get(f"{provisioning}/address-lists/{active_list['id']}/entries")) == []
+        assert (
+            _ok(await http.get(f"{provisioning}/address-lists/{active_list['id']}/entries")) == []
+        )
         assert steps["network_release"]["result"]["released_ips"] == [assignment["address"]]
 
         mail = [m for m in read_messages(stack.mail_dir) if "grace@example.com" in m["to"]]
@@ -122,17 +171,28 @@ async def _assert_one_trace(otlp, correlation_id: str, account_id: int) -> None:
 
     async def whole_trace() -> set[str]:
         spans = otlp.spans()
-        roots = [s for s in spans if s.service == "backhaul-accounts"
-                 and "/disconnect" in s.name and s.kind == 2]  # SERVER
+        roots = [
+            s
+            for s in spans
+            if s.service == "backhaul-accounts" and "/disconnect" in s.name and s.kind == 2
+        ]  # SERVER
         assert roots, "no server span for the disconnect request"
         trace_id = roots[-1].trace_id
         in_trace = [s for s in spans if s.trace_id == trace_id]
         services = {s.service for s in in_trace}
-        assert {"backhaul-accounts", "backhaul-billing", "backhaul-provisioning",
-                "backhaul-notifications"} <= services, services
+        assert {
+            "backhaul-accounts",
+            "backhaul-billing",
+            "backhaul-provisioning",
+            "backhaul-notifications",
+        } <= services, services
         consumers = [s for s in in_trace if s.kind == 5]  # CONSUMER
-        assert {s.service for s in consumers} >= {"backhaul-billing", "backhaul-provisioning",
-                                                  "backhaul-notifications", "backhaul-accounts"}
+        assert {s.service for s in consumers} >= {
+            "backhaul-billing",
+            "backhaul-provisioning",
+            "backhaul-notifications",
+            "backhaul-accounts",
+        }
         return services
 
     await eventually(whole_trace, timeout=30)
@@ -142,15 +202,27 @@ async def test_scheduled_disconnect_fires_once_and_completes(stack):
     accounts, scheduler = stack.url("accounts"), stack.url("scheduler")
     async with httpx.AsyncClient(timeout=10) as http:
         account = await _create_account(
-            http, accounts, "Alan Turing", "alan@example.com",
+            http,
+            accounts,
+            "Alan Turing",
+            "alan@example.com",
             {**ADDRESS, "line1": "7 Bletchley Rd"},
         )
         run_at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
 
         async def schedule() -> dict[str, Any]:
-            return _ok(await http.post(f"{scheduler}/scheduled-events", json={
-                "account_id": account["id"], "action": "disconnect", "run_at": run_at,
-                "parameters": {"proration": "none"}}), 201)
+            return _ok(
+                await http.post(
+                    f"{scheduler}/scheduled-events",
+                    json={
+                        "account_id": account["id"],
+                        "action": "disconnect",
+                        "run_at": run_at,
+                        "parameters": {"proration": "none"},
+                    },
+                ),
+                201,
+            )
 
         event = await eventually(schedule, timeout=2.5)  # the scheduler learns of the account
         assert event["state"] == "pending"

@@ -47,8 +47,11 @@ class OtlpReceiver:
         received = []
         for resource_spans in request.resource_spans:
             service = next(
-                (a.value.string_value for a in resource_spans.resource.attributes
-                 if a.key == "service.name"),
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
                 "",
             )
             for scope_spans in resource_spans.scope_spans:
@@ -74,7 +77,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)

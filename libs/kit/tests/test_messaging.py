@@ -1,0 +1,289 @@
+"""The delivery rules of ARCHITECTURE.md §4, on a real database and a real Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+
+from backhaul_contracts import Envelope
+from backhaul_contracts.common import StatusRef
+from backhaul_contracts.events.accounts import AccountStatusChanged
+from backhaul_contracts.topics import ACCOUNTS_EVENTS
+from backhaul_kit.config import ServiceSettings
+from backhaul_kit.db import Database
+from backhaul_kit.kafka import create_broker, create_producer, ensure_topics
+from backhaul_kit.messaging.consumer import EventConsumer, Outcome, Record
+from backhaul_kit.messaging.outbox import Outbox
+from backhaul_kit.messaging.relay import OutboxRelay
+from backhaul_kit.messaging.tables import messaging_metadata, outbox_messages
+from backhaul_kit.telemetry import setup_tracing
+from backhaul_kit.testing import eventually
+from backhaul_kit.unit_of_work import UnitOfWork
+
+pytestmark = pytest.mark.integration
+
+effects_metadata = MetaData()
+effects = Table(
+    "effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer),
+    Column("status", String(50)),
+)
+
+A, B = (
+    StatusRef(id=1, name="Lead", activates_account=False),
+    StatusRef(id=2, name="Active", activates_account=True),
+)
+
+
+def _changed(account_id: int, to: StatusRef = B) -> AccountStatusChanged:
+    return AccountStatusChanged(
+        account_id=account_id,
+        previous_status=A,
+        status=to,
+        changed_by="test",
+        changed_at=datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(messaging_metadata.create_all)
+        await connection.run_sync(effects_metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap, topic_prefix):
+    return ServiceSettings(
+        service_name="kit-test",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_prefix=topic_prefix,
+        kafka_topic_partitions=1,
+    )
+
+
+@pytest.fixture
+async def producer(settings):
+    await ensure_topics(settings, [ACCOUNTS_EVENTS], [settings.consumer_group])
+    producer = create_producer(settings)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def _read(settings, topic: str, count: int, timeout: float = 15.0):
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records += batch
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_relay_publishes_only_what_committed_in_order(db, settings, producer):
+    outbox = Outbox("kit-test", topic_prefix=settings.kafka_topic_prefix)
+    for account_id in (1, 2, 3):
+        async with UnitOfWork(db, outbox) as uow:
+            await uow.emit(_changed(account_id), subject=account_id)
+    with pytest.raises(RuntimeError):
+        async with UnitOfWork(db, outbox) as uow:
+            await uow.emit(_changed(99), subject=99)
+            raise RuntimeError("the change failed: its event must never leave")
+
+    relay = OutboxRelay(db, outbox, producer)
+    assert await relay.publish_batch() == 3
+    assert await relay.publish_batch() == 0  # marked published: nothing resent
+
+    records = await _read(settings, ACCOUNTS_EVENTS, 3)
+    subjects = [Envelope.model_validate_json(r.value).subject for r in records]
+    assert subjects == ["1", "2", "3"]
+    assert all(r.key == s.encode() for r, s in zip(records, subjects, strict=True))
+    assert {h[0] for h in records[0].headers} >= {"event_type", "event_id"}
+
+
+async def test_an_event_left_unpublished_by_a_crash_is_published_later(db, settings, producer):
+    outbox = Outbox("kit-test", topic_prefix=settings.kafka_topic_prefix)
+    async with UnitOfWork(db, outbox) as uow:
+        await uow.emit(_changed(7), subject=7)
+    # The process "died" before its relay ran: a new relay finds the row and sends it.
+    relay = OutboxRelay(db, outbox, producer)
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def sent():
+            async with db.transaction() as session:
+                pending = await session.scalar(
+                    select(func.count())
+                    .select_from(outbox_messages)
+                    .where(outbox_messages.c.published_at.is_(None))
+                )
+            assert pending == 0
+
+        await eventually(sent)
+    finally:
+        task.cancel()
+    assert len(await _read(settings, ACCOUNTS_EVENTS, 1)) == 1
+
+
+def _consumer(db, settings, producer, attempts: int = 3) -> EventConsumer:
+    outbox = Outbox("kit-test", topic_prefix=settings.kafka_topic_prefix)
+    consumer = EventConsumer(
+        db,
+        outbox,
+        group="kit-test",
+        max_attempts=attempts,
+        retry_backoff=0.01,
+        topic_prefix=settings.kafka_topic_prefix,
+    )
+    consumer.dead_letters = producer
+    return consumer
+
+
+TOPIC = "accounts.events.v1"
+
+
+def _record(event, subject: int, offset: int = 0, topic: str = TOPIC) -> Record:
+    envelope = Envelope.wrap(event, producer="test", subject=subject)
+    return Record(topic=topic, value=envelope.to_bytes(), key=str(subject).encode(), offset=offset)
+
+
+async def _effects(db) -> list[tuple[int, str]]:
+    async with db.transaction() as session:
+        return [
+            tuple(r)
+            for r in (
+                await session.execute(
+                    select(effects.c.account_id, effects.c.status).order_by(effects.c.id)
+                )
+            ).all()
+        ]
+
+
+async def test_a_duplicate_changes_nothing(db, settings, producer):
+    consumer = _consumer(db, settings, producer)
+
+    @consumer.on(AccountStatusChanged)
+    async def apply(event, envelope, uow):
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+
+    record = _record(_changed(1), 1)
+    assert await consumer.process(record) is Outcome.HANDLED
+    assert await consumer.process(record) is Outcome.DUPLICATE
+    assert await _effects(db) == [(1, "Active")]
+
+
+async def test_a_transient_failure_is_retried_and_applied_once(db, settings, producer):
+    consumer = _consumer(db, settings, producer, attempts=3)
+    calls = 0
+
+    @consumer.on(AccountStatusChanged)
+    async def flaky(event, envelope, uow):
+        nonlocal calls
+        calls += 1
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+        if calls < 3:
+            raise ConnectionError("database went away")  # rolls back the insert and the inbox row
+
+    assert await consumer.process(_record(_changed(5), 5)) is Outcome.HANDLED
+    assert calls == 3
+    assert await _effects(db) == [(5, "Active")]
+
+
+async def test_a_message_that_keeps_failing_goes_to_the_dlq_and_the_next_one_flows(
+    db, settings, producer
+):
+    consumer = _consumer(db, settings, producer, attempts=2)
+
+    @consumer.on(AccountStatusChanged)
+    async def apply(event, envelope, uow):
+        if event.account_id == 13:
+            raise ValueError("account 13 is cursed")
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+
+    topic = settings.topic(TOPIC)
+    assert await consumer.process(_record(_changed(13), 13, 7, topic)) is Outcome.DEAD_LETTERED
+    assert await consumer.process(_record(_changed(14), 14, 8, topic)) is Outcome.HANDLED
+    garbage = Record(topic=topic, value=b"{garbage", offset=9)
+    assert await consumer.process(garbage) is Outcome.DEAD_LETTERED
+    assert await _effects(db) == [(14, "Active")]
+
+    records = await _read_topic(settings.kafka_bootstrap_servers, f"{topic}.kit-test.dlq", 2)
+    first = dict(records[0].headers)
+    assert first["dlq.error"].decode() == "ValueError: account 13 is cursed"
+    assert first["dlq.original_offset"] == b"7"
+    assert first["dlq.attempts"] == b"2"
+    assert Envelope.model_validate_json(records[0].value).subject == "13"  # the original, as it was
+    assert b"not a valid envelope" in dict(records[1].headers)["dlq.error"]
+
+
+async def _read_topic(bootstrap: str, topic: str, count: int):
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out = []
+    try:
+        for _ in range(75):
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                out += batch
+            if len(out) >= count:
+                break
+    finally:
+        await consumer.stop()
+    assert len(out) >= count
+    return out
+
+
+async def test_consumer_through_kafka_commits_after_the_effect(db, settings, producer):
+    """Subscribed through FastStream: every event is applied once, in order per account."""
+    consumer = _consumer(db, settings, producer)
+
+    @consumer.on(AccountStatusChanged)
+    async def apply(event, envelope, uow):
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+
+    broker = create_broker(settings, setup_tracing("kit-test", None))
+    consumer.subscribe(broker)
+    await broker.start()
+    try:
+        topic = settings.topic(ACCOUNTS_EVENTS)
+        for n, status in enumerate(["Active", "Lead", "Active"]):
+            event = _changed(42, StatusRef(id=n, name=status, activates_account=True))
+            envelope = Envelope.wrap(event, producer="test", subject=42)
+            await producer.send_and_wait(topic, envelope.to_bytes(), key=b"42")
+            if n == 0:  # the same event delivered twice
+                await producer.send_and_wait(topic, envelope.to_bytes(), key=b"42")
+
+        async def all_applied():
+            assert await _effects(db) == [(42, "Active"), (42, "Lead"), (42, "Active")]
+
+        await eventually(all_applied)
+    finally:
+        await broker.stop()
