@@ -7,33 +7,24 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import func, insert, select
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import StatusRef
 from backhaul_contracts.events.accounts import AccountStatusChanged
 from backhaul_contracts.topics import ACCOUNTS_EVENTS
-from backhaul_kit.config import ServiceSettings
-from backhaul_kit.db import Database
-from backhaul_kit.kafka import create_broker, create_producer, ensure_topics
+from backhaul_kit.kafka import create_broker
 from backhaul_kit.messaging.consumer import EventConsumer, Outcome, Record
 from backhaul_kit.messaging.outbox import Outbox
 from backhaul_kit.messaging.relay import OutboxRelay
-from backhaul_kit.messaging.tables import messaging_metadata, outbox_messages
+from backhaul_kit.messaging.tables import outbox_messages
 from backhaul_kit.telemetry import setup_tracing
 from backhaul_kit.testing import eventually
 from backhaul_kit.unit_of_work import UnitOfWork
 
-pytestmark = pytest.mark.integration
+from .conftest import effects
 
-effects_metadata = MetaData()
-effects = Table(
-    "effects",
-    effects_metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", Integer),
-    Column("status", String(50)),
-)
+pytestmark = pytest.mark.integration
 
 A, B = (
     StatusRef(id=1, name="Lead", activates_account=False),
@@ -49,35 +40,6 @@ def _changed(account_id: int, to: StatusRef = B) -> AccountStatusChanged:
         changed_by="test",
         changed_at=datetime.now(UTC),
     )
-
-
-@pytest.fixture
-async def db(database_url):
-    database = Database(database_url)
-    async with database.engine.begin() as connection:
-        await connection.run_sync(messaging_metadata.create_all)
-        await connection.run_sync(effects_metadata.create_all)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-def settings(kafka_bootstrap, topic_prefix):
-    return ServiceSettings(
-        service_name="kit-test",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_topic_partitions=1,
-    )
-
-
-@pytest.fixture
-async def producer(settings):
-    await ensure_topics(settings, [ACCOUNTS_EVENTS], [settings.consumer_group])
-    producer = create_producer(settings)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def _read(settings, topic: str, count: int, timeout: float = 15.0):
