@@ -249,3 +249,34 @@ async def test_consumer_through_kafka_commits_after_the_effect(db, settings, pro
         await eventually(all_applied)
     finally:
         await broker.stop()
+
+
+async def test_metrics_count_outcomes_and_dead_letters(db, settings, producer):
+    from prometheus_client import REGISTRY
+
+    consumer = _consumer(db, settings, producer, attempts=1)
+
+    @consumer.on(AccountStatusChanged)
+    async def refuse(event, envelope, uow):
+        raise ValueError("no")
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value(
+        "backhaul_events_total",
+        service="kit-test",
+        event_type="AccountStatusChanged",
+        outcome="dead_lettered",
+    )
+    await consumer.process(_record(_changed(3), 3, topic=settings.topic(TOPIC)))
+    after = value(
+        "backhaul_events_total",
+        service="kit-test",
+        event_type="AccountStatusChanged",
+        outcome="dead_lettered",
+    )
+    assert after == before + 1
+    assert (
+        value("backhaul_dead_letters_total", service="kit-test", topic=settings.topic(TOPIC)) >= 1
+    )

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from backhaul_kit.context import flow
 from backhaul_kit.errors import DomainError
+from backhaul_kit.metrics import metrics_response
 
 if TYPE_CHECKING:
     from backhaul_kit.runtime import ServiceRuntime
@@ -135,5 +136,9 @@ def health_router(runtime: ServiceRuntime) -> APIRouter:
             status_code=200 if ready else 503,
             content={"status": "ready" if ready else "not_ready", "checks": checks},
         )
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return metrics_response()
 
     return router

@@ -143,3 +143,34 @@ class KafkaProbe:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+
+async def watch_consumer_lag(
+    settings: ServiceSettings, topics: list[str], group: str, interval: float = 15.0
+) -> None:
+    """Publish how far the group is behind each partition's end (the worker role runs this)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from backhaul_kit.metrics import CONSUMER_LAG
+
+    wanted = {settings.topic(t) for t in topics}
+    while True:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        probe = AIOKafkaConsumer(**client_options(settings))
+        try:
+            await admin.start()
+            await probe.start()
+            committed = await admin.list_consumer_group_offsets(group)
+            partitions = [tp for tp in committed if tp.topic in wanted]
+            ends = await probe.end_offsets(partitions) if partitions else {}
+            for tp in partitions:
+                lag = max(ends.get(tp, 0) - committed[tp].offset, 0)
+                CONSUMER_LAG.labels(settings.service_name, tp.topic, str(tp.partition)).set(lag)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer_lag_watch_failed", error=repr(exc))
+        finally:
+            await probe.stop()
+            await admin.close()
+        await asyncio.sleep(interval)

@@ -33,11 +33,18 @@ from backhaul_kit.http import (
     health_router,
     install_error_handlers,
 )
-from backhaul_kit.kafka import KafkaProbe, create_broker, create_producer, ensure_topics
+from backhaul_kit.kafka import (
+    KafkaProbe,
+    create_broker,
+    create_producer,
+    ensure_topics,
+    watch_consumer_lag,
+)
 from backhaul_kit.logging import configure_logging
 from backhaul_kit.messaging.consumer import EventConsumer
 from backhaul_kit.messaging.outbox import Outbox
 from backhaul_kit.messaging.relay import OutboxRelay
+from backhaul_kit.metrics import RequestMetricsMiddleware, watch_outbox
 from backhaul_kit.telemetry import setup_tracing, shutdown_tracing
 from backhaul_kit.unit_of_work import UnitOfWork
 
@@ -68,6 +75,7 @@ class ServiceRuntime:
             max_attempts=settings.consumer_max_attempts,
             retry_backoff=settings.consumer_retry_backoff_seconds,
             topic_prefix=settings.kafka_topic_prefix,
+            service=settings.service_name,
         )
         self.kafka_probe = KafkaProbe(settings)
         self.routers: list[APIRouter] = []
@@ -103,6 +111,7 @@ class ServiceRuntime:
         install_error_handlers(app)
         app.add_middleware(BodySizeLimitMiddleware, max_bytes=self.settings.max_request_body_bytes)
         app.add_middleware(CorrelationMiddleware)
+        app.add_middleware(RequestMetricsMiddleware, service=self.settings.service_name)
         app.include_router(health_router(self))
         if role in (Role.ALL, Role.API):
             for router in self.routers:
@@ -150,6 +159,15 @@ class ServiceRuntime:
             lock_name=f"{settings.service_name}-outbox",
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        name = settings.service_name
+        self._tasks.append(asyncio.create_task(watch_outbox(name, self.db), name="outbox-watch"))
+        if self.consumer.topics:
+            self._tasks.append(
+                asyncio.create_task(
+                    watch_consumer_lag(settings, self.consumer.topics, settings.consumer_group),
+                    name="lag-watch",
+                )
+            )
         for task in self.background:
             self._tasks.append(
                 asyncio.create_task(task(self), name=getattr(task, "__name__", "bg"))

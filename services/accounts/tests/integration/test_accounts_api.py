@@ -238,3 +238,15 @@ async def test_scheduler_disconnect_command_over_kafka_is_answered(
     failed = [e for e in events if e.event_type == "CommandFailed"]
     assert failed and failed[0].causation_id == again.event_id
     assert failed[0].payload["code"] == "conflict"
+
+
+async def test_health_readiness_and_metrics(service):
+    _, client = service
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
+    await client.get("/accounts/12345")
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/accounts/{account_id}"' in metrics
+    assert 'status="404"' in metrics

@@ -10,6 +10,7 @@ goes to `<topic>.<group>.dlq` with the error and the partition moves on.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from backhaul_kit.context import flow
 from backhaul_kit.db import Database
 from backhaul_kit.messaging import inbox
 from backhaul_kit.messaging.outbox import Outbox
+from backhaul_kit.metrics import DEAD_LETTERS, EVENT_FAILURES, EVENT_LATENCY, EVENTS_HANDLED
 from backhaul_kit.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -80,6 +82,7 @@ class EventConsumer:
         max_attempts: int = 5,
         retry_backoff: float = 0.2,
         topic_prefix: str = "",
+        service: str | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -87,6 +90,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.topic_prefix = topic_prefix
+        self.service = service or group
         self.dead_letters: DeadLetterPublisher | None = None
         self._handlers: dict[type[Event], Handler] = {}
         self._topics: set[str] = set()
@@ -139,22 +143,31 @@ class EventConsumer:
 
     async def process(self, record: Record) -> Outcome:
         """Handle one record exactly once in effect; raises only if dead-lettering fails."""
+        started = time.perf_counter()
+        outcome, event_type = await self._process(record)
+        EVENTS_HANDLED.labels(self.service, event_type, outcome.value).inc()
+        if outcome is not Outcome.IGNORED:
+            EVENT_LATENCY.labels(self.service, event_type).observe(time.perf_counter() - started)
+        return outcome
+
+    async def _process(self, record: Record) -> tuple[Outcome, str]:
         try:
             envelope, event = decode(record.value)
         except (InvalidEventError, UnknownEventError) as exc:
             await self._dead_letter(record, exc, attempts=1)
-            return Outcome.DEAD_LETTERED
+            return Outcome.DEAD_LETTERED, "undecodable"
         handler = self._handlers.get(type(event))
         if handler is None:
-            return Outcome.IGNORED
+            return Outcome.IGNORED, envelope.event_type
         span = trace.get_current_span()
         span.set_attribute("backhaul.event_id", str(envelope.event_id))
         span.set_attribute("backhaul.event_type", envelope.event_type)
         span.set_attribute("backhaul.account_id", envelope.subject)
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self._handle_once(handler, event, envelope)
+                return await self._handle_once(handler, event, envelope), envelope.event_type
             except Exception as exc:
+                EVENT_FAILURES.labels(self.service, envelope.event_type).inc()
                 log.warning(
                     "event_handling_failed",
                     event_type=envelope.event_type,
@@ -164,7 +177,7 @@ class EventConsumer:
                 )
                 if attempt == self.max_attempts:
                     await self._dead_letter(record, exc, attempts=attempt)
-                    return Outcome.DEAD_LETTERED
+                    return Outcome.DEAD_LETTERED, envelope.event_type
                 await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
@@ -200,6 +213,7 @@ class EventConsumer:
         await self.dead_letters.send_and_wait(
             target, value=record.value, key=record.key, headers=headers
         )
+        DEAD_LETTERS.labels(self.service, record.topic).inc()
         log.error(
             "event_dead_lettered",
             topic=record.topic,

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backhaul_kit.db import Database
 from backhaul_kit.messaging.outbox import Outbox
 from backhaul_kit.messaging.tables import outbox_messages
+from backhaul_kit.metrics import OUTBOX_PUBLISHED
 from backhaul_kit.telemetry import context_from_headers, current_trace_headers, tracer
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,7 @@ class OutboxRelay:
                 .values(published_at=datetime.now(UTC))
             )
         self.published += len(rows)
+        OUTBOX_PUBLISHED.labels(self.outbox.producer).inc(len(rows))
         return len(rows)
 
     async def _send(self, row: Any) -> asyncio.Future[Any]:
