@@ -3,12 +3,13 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-e2e lint format schemas kafka-fetch kafka-start kafka-stop clean
+.PHONY: help install run token test test-unit test-e2e lint format schemas kafka-fetch kafka-start kafka-stop clean
 
 help:
 	@echo "make run      install what is missing, start Kafka, the mail sink and the five services"
 	@echo "make test     install what is missing and run every test against real components"
 	@echo "make lint     ruff, ruff format --check, mypy, and the event-schema check"
+	@echo "make token    print a development bearer token (every API call needs one)"
 	@echo "make schemas  re-export the events' JSON Schemas (refuses incompatible changes)"
 	@echo "make kafka-start / kafka-stop   the embedded Kafka broker alone, on 127.0.0.1:19092"
 
@@ -43,6 +44,9 @@ format:
 
 schemas:
 	$(UV) run --no-sync python -m backhaul_contracts.schemas write
+
+token:
+	@$(UV) run --no-sync backhaul-dev token
 
 kafka-fetch:
 	@tools/install.sh run

@@ -15,10 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from backhaul_devstack.__main__ import development_token
 from backhaul_devstack.smtp_sink import read_messages
 from backhaul_kit.testing import eventually
 
 pytestmark = pytest.mark.e2e
+
+AUTH = {"Authorization": f"Bearer {development_token('e2e@isp')}"}
 
 ADDRESS = {"line1": "42 Fibre Way", "city": "Springfield", "postal_code": "99999", "country": "US"}
 
@@ -40,7 +43,6 @@ async def _create_account(
                 "serviceable_address": address,
                 "primary_contact": {"name": name, "email": email},
             },
-            headers={"X-Actor": "e2e@isp"},
         ),
         201,
     )
@@ -49,7 +51,7 @@ async def _create_account(
 async def test_disconnect_fans_out_through_every_service(stack, otlp):
     accounts, billing = stack.url("accounts"), stack.url("billing")
     provisioning, notifications = stack.url("provisioning"), stack.url("notifications")
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=AUTH) as http:
         account = await _create_account(
             http, accounts, "Grace Hopper", "grace@example.com", ADDRESS
         )
@@ -112,7 +114,7 @@ async def test_disconnect_fans_out_through_every_service(stack, otlp):
             await http.post(
                 f"{accounts}/accounts/{account_id}/disconnect",
                 json={},
-                headers={"X-Actor": "e2e@isp", "X-Correlation-ID": correlation_id},
+                headers={"X-Correlation-ID": correlation_id},
             ),
             201,
         )
@@ -200,7 +202,7 @@ async def _assert_one_trace(otlp, correlation_id: str, account_id: int) -> None:
 
 async def test_scheduled_disconnect_fires_once_and_completes(stack):
     accounts, scheduler = stack.url("accounts"), stack.url("scheduler")
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=AUTH) as http:
         account = await _create_account(
             http,
             accounts,

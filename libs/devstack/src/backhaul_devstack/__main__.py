@@ -40,6 +40,9 @@ def _run(args: argparse.Namespace) -> int:
         f"received mail: http://127.0.0.1:{stack.mail_http_port}/messages"
     )
     print(f"  logs           {stack.root / 'logs'}")
+    print("\nEvery API call needs a bearer token; a development token (all scopes, 30 days):")
+    print(f"\n  export TOKEN={development_token()}")
+    print('  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8001/accounts')
     print("\nCtrl-C stops everything.", flush=True)
     try:
         while not stopping:
@@ -57,6 +60,14 @@ def _run(args: argparse.Namespace) -> int:
     stack.stop()
     print("stopped.")
     return 0
+
+
+def development_token(subject: str = "developer", scopes: list[str] | None = None) -> str:
+    """A bearer token for the local stack: signed with JWT_SECRET (or the dev default)."""
+    from backhaul_kit.auth import issue_token
+    from backhaul_kit.config import DEV_JWT_SECRET
+
+    return issue_token(os.environ.get("JWT_SECRET", DEV_JWT_SECRET), subject=subject, scopes=scopes)
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -78,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="start Kafka, the mail sink and the five services")
     kafka = commands.add_parser("kafka", help="the embedded Kafka broker")
     kafka.add_argument("action", choices=["fetch", "start", "stop"])
+    token = commands.add_parser("token", help="print a development bearer token")
+    token.add_argument("--subject", default="developer")
+    token.add_argument("--scope", action="append", dest="scopes", help="repeat; default: all")
     sink = commands.add_parser("mail-sink", help="the development SMTP sink")
     sink.add_argument("--dir", type=Path, default=var_dir() / "mail")
     sink.add_argument("--smtp-port", type=int, default=1025)
@@ -87,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "kafka":
         return _kafka(args)
+    if args.command == "token":
+        print(development_token(args.subject, args.scopes))
+        return 0
     serve_forever(args.dir, args.smtp_port, args.http_port)
     return 0
 

@@ -76,16 +76,27 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    # Security
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    # Security: every endpoint but health, metrics and docs needs a bearer token (a JWT)
+    # with the service's scope (`<service>:read` for reads, `<service>:write` for the rest).
+    auth_enabled: bool = True
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)  # HS256, for local runs
+    jwt_jwks_url: str | None = None  # RS256 keys of the identity provider, for production
+    jwt_audience: str = "backhaul"
+    jwt_issuer: str | None = None
 
     @model_validator(mode="after")
     def _refuse_development_secrets(self) -> ServiceSettings:
         if (
-            self.environment is Environment.PRODUCTION
+            self.environment is not Environment.DEVELOPMENT
+            and self.jwt_jwks_url is None
             and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
         ):
-            raise ValueError("JWT_SECRET must be set outside development")
+            raise ValueError(
+                "the development JWT secret is refused outside development: "
+                "set JWT_SECRET (HS256) or JWT_JWKS_URL (RS256)"
+            )
+        if self.environment is Environment.PRODUCTION and not self.auth_enabled:
+            raise ValueError("AUTH_ENABLED=false is refused in production")
         return self
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from backhaul_kit.runtime import ServiceRuntime
 from backhaul_kit.unit_of_work import UnitOfWork
@@ -19,13 +19,10 @@ def get_uow(runtime: Annotated[ServiceRuntime, Depends(get_runtime)]) -> UnitOfW
     return runtime.uow()
 
 
-def get_actor(
-    x_actor: Annotated[
-        str | None,
-        Header(max_length=200, description="Who is acting (until bearer tokens carry it)"),
-    ] = None,
-) -> str:
-    return x_actor or "api"
+def get_actor(request: Request) -> str:
+    """The acting user: the subject of the request's bearer token, never the body."""
+    principal = getattr(request.state, "principal", None)
+    return principal.subject if principal is not None else "anonymous"
 
 
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]

@@ -19,12 +19,13 @@ from typing import Any
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from faststream.kafka import KafkaBroker
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from backhaul_contracts.topics import ALL_TOPICS
 from backhaul_kit import migrations
+from backhaul_kit.auth import TokenVerifier, authorize
 from backhaul_kit.config import Role, ServiceSettings
 from backhaul_kit.db import Database
 from backhaul_kit.http import (
@@ -78,6 +79,7 @@ class ServiceRuntime:
             service=settings.service_name,
         )
         self.kafka_probe = KafkaProbe(settings)
+        self.token_verifier = TokenVerifier(settings)
         self.routers: list[APIRouter] = []
         self.background: list[BackgroundTask] = []
         self.producer: AIOKafkaProducer | None = None
@@ -115,7 +117,7 @@ class ServiceRuntime:
         app.include_router(health_router(self))
         if role in (Role.ALL, Role.API):
             for router in self.routers:
-                app.include_router(router)
+                app.include_router(router, dependencies=[Depends(authorize)])
         provider = setup_tracing(
             self.settings.service_name, self.settings.otel_exporter_otlp_endpoint
         )

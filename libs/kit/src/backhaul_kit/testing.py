@@ -12,24 +12,44 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from backhaul_contracts import Envelope, decode
+from backhaul_kit.auth import issue_token
 from backhaul_kit.config import Role
 from backhaul_kit.runtime import ServiceRuntime
 
 T = TypeVar("T")
 
 
+def bearer(
+    runtime: ServiceRuntime, subject: str = "staff@isp", scopes: list[str] | None = None
+) -> dict[str, str]:
+    """An Authorization header with a token the runtime accepts (every scope unless given)."""
+    settings = runtime.settings
+    token = issue_token(
+        settings.jwt_secret.get_secret_value(),
+        subject=subject,
+        scopes=scopes,
+        audience=settings.jwt_audience,
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
 @asynccontextmanager
 async def running(
-    runtime: ServiceRuntime, *, worker: bool = True
+    runtime: ServiceRuntime, *, worker: bool = True, subject: str = "staff@isp"
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """Migrate the service's database, start its worker, and give an HTTP client to its API."""
+    """Migrate the service's database, start its worker, and give an HTTP client to its API.
+
+    The client sends a bearer token for `subject` with every scope.
+    """
     await asyncio.to_thread(runtime.migrate)
     if worker:
         await runtime.start_worker()
     app = runtime.create_app(Role.API)
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=bearer(runtime, subject)
+        ) as client:
             yield client
     finally:
         await runtime.stop()

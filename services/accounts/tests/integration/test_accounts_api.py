@@ -29,7 +29,7 @@ async def _create(client, **extra):
         "primary_contact": CONTACT,
         **extra,
     }
-    response = await client.post("/accounts", json=body, headers={"X-Actor": "staff@isp"})
+    response = await client.post("/accounts", json=body)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -55,7 +55,6 @@ async def test_disconnect_moves_status_frees_address_logs_and_publishes(
     response = await client.post(
         f"/accounts/{account['id']}/disconnect",
         json={"proration": "credit_unused"},
-        headers={"X-Actor": "staff@isp"},
     )
     assert response.status_code == 201, response.text
     disconnection = response.json()
