@@ -409,6 +409,8 @@ async def cancel_vacation(
     now = now or _now()
     async with uow:
         vacation = await get_vacation(uow, vacation_id)
+        if vacation.cancelled_at is not None:
+            raise Conflict(f"vacation {vacation_id} is already cancelled")
         statement = select(ScheduledEvent).where(ScheduledEvent.vacation_id == vacation_id)
         if not uow.db.is_sqlite:
             statement = statement.with_for_update()
