@@ -119,6 +119,10 @@ async def test_a_vacation_swaps_status_and_data_service_on_leaving_and_back_on_r
     listed = (await client.get("/vacations?account_id=201")).json()
     assert [v["id"] for v in listed] == [vacation["id"]]
 
+    moved = await client.patch(f"/vacations/{vacation['id']}", json={"return_at": at(3600)})
+    assert moved.status_code == 409
+    assert "has already run" in moved.json()["message"]
+
     late = await client.post(f"/vacations/{vacation['id']}/cancel")
     assert late.status_code == 409
     assert "already started" in late.json()["message"]
@@ -145,6 +149,20 @@ async def test_a_vacation_is_cancelled_as_one(service, others):
     assert vacation["leave_at"].startswith("2099-07-31T23:00:00")
     assert vacation["return_at"].startswith("2099-08-15T07:00:00")
 
+    longer = await client.patch(
+        f"/vacations/{vacation['id']}", json={"return_at": "2099-08-22T08:00:00"}
+    )
+    assert longer.status_code == 200, longer.text
+    assert longer.json()["return_at"].startswith("2099-08-22T07:00:00")
+    assert [e["run_at"][:10] for e in longer.json()["events"]] == ["2099-07-31"] * 3 + [
+        "2099-08-22"
+    ] * 3
+    backwards = await client.patch(
+        f"/vacations/{vacation['id']}", json={"return_at": "2099-07-01T00:00:00Z"}
+    )
+    assert backwards.status_code == 422
+    assert "must be after the leave" in backwards.json()["message"]
+
     cancelled = await client.post(
         f"/vacations/{vacation['id']}/cancel", headers={"X-Actor": "support@isp"}
     )
@@ -156,6 +174,8 @@ async def test_a_vacation_is_cancelled_as_one(service, others):
     again = await client.post(f"/vacations/{vacation['id']}/cancel")
     assert again.status_code == 409
     assert "already cancelled" in again.json()["message"]
+    edit = await client.patch(f"/vacations/{vacation['id']}", json={"leave_at": at(60)})
+    assert edit.status_code == 409
 
 
 async def test_impossible_vacations_are_refused_and_create_nothing(service, others):

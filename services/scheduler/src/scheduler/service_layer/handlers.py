@@ -402,6 +402,85 @@ async def get_vacation(uow: UnitOfWork, vacation_id: UUID) -> Vacation:
     return vacation
 
 
+@dataclass(frozen=True)
+class ReplanVacation:
+    """New dates for a vacation; None keeps a date as it is."""
+
+    leave_at: datetime | None = None
+    return_at: datetime | None = None
+    time_zone: str | None = None
+
+
+async def replan_vacation(
+    uow: UnitOfWork,
+    vacation_id: UUID,
+    change: ReplanVacation,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> tuple[Vacation, list[ScheduledEvent]]:
+    """Move a vacation's leave or return date (a customer back early, or staying longer).
+
+    A date can move only while its events are all pending; the return stays after the leave.
+    """
+    now = now or _now()
+    async with uow:
+        vacation = await get_vacation(uow, vacation_id)
+        if vacation.cancelled_at is not None:
+            raise Conflict(f"vacation {vacation_id} is cancelled")
+        statement = select(ScheduledEvent).where(ScheduledEvent.vacation_id == vacation_id)
+        if not uow.db.is_sqlite:
+            statement = statement.with_for_update()
+        rows = list((await uow.session.scalars(statement)).all())
+        zone = change.time_zone if change.time_zone is not None else vacation.time_zone
+        if change.time_zone is not None:
+            rules.time_zone(change.time_zone)
+        leave_at, return_at = vacation.leave_at, vacation.return_at
+        # Which events belong to which date is decided before anything moves.
+        moves: list[tuple[str, datetime, datetime, list[ScheduledEvent]]] = []
+        if change.leave_at is not None:
+            leave_at, _ = rules.resolve_run_at(change.leave_at, zone)
+            on_leave = [r for r in rows if r.run_at == vacation.leave_at]
+            moves.append(("leave", vacation.leave_at, leave_at, on_leave))
+        if change.return_at is not None:
+            return_at, _ = rules.resolve_run_at(change.return_at, zone)
+            on_return = [r for r in rows if r.run_at == vacation.return_at]
+            moves.append(("return", vacation.return_at, return_at, on_return))
+        if return_at <= leave_at:
+            raise InvalidInput(
+                f"the return ({return_at.isoformat()}) must be after the leave "
+                f"({leave_at.isoformat()})"
+            )
+        for which, old, new, moved in moves:
+            if new == old:
+                continue
+            rules.ensure_future(new, now)
+            for row in moved:
+                if row.state != State.PENDING.value:
+                    raise Conflict(
+                        f"the {which} of vacation {vacation_id} has already run (event "
+                        f"{row.id} is {row.state}); its date can no longer change"
+                    )
+                row.run_at = new
+                row.updated_at = now
+        vacation.leave_at, vacation.return_at, vacation.time_zone = leave_at, return_at, zone
+        await uow.session.flush()
+        for row in rows:
+            if row.state == State.PENDING.value:
+                action = Action(row.action)
+                row.warnings = await _foresee(
+                    uow,
+                    row.account_id,
+                    action,
+                    rules.parse_parameters(action, row.parameters),
+                    row.run_at,
+                    row.sequence,
+                    exclude=row.id,
+                )
+        log.info("vacation_replanned", vacation_id=str(vacation_id), by=actor)
+        return vacation, sorted(rows, key=lambda r: (r.run_at, r.sequence))
+
+
 async def cancel_vacation(
     uow: UnitOfWork, vacation_id: UUID, *, actor: str, now: datetime | None = None
 ) -> tuple[Vacation, list[ScheduledEvent]]:

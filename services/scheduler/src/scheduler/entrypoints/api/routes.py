@@ -19,6 +19,7 @@ from scheduler.entrypoints.api.schemas import (
     ScheduledEventPatch,
     VacationIn,
     VacationOut,
+    VacationPatch,
 )
 from scheduler.service_layer import handlers, queries
 
@@ -194,6 +195,17 @@ async def list_vacations(
 async def get_vacation(vacation_id: UUID, uow: UnitOfWorkDep) -> VacationOut:
     """One vacation, its state and its linked events."""
     return _vacation_out(*await queries.vacation(uow, vacation_id))
+
+
+@router.patch("/vacations/{vacation_id}", response_model=VacationOut, tags=["vacations"])
+async def edit_vacation(
+    vacation_id: UUID, body: VacationPatch, uow: UnitOfWorkDep, actor: ActorDep
+) -> VacationOut:
+    """Move the leave or return date while that date's events are still pending; 409 after."""
+    change = handlers.ReplanVacation(
+        leave_at=body.leave_at, return_at=body.return_at, time_zone=body.time_zone
+    )
+    return _vacation_out(*await handlers.replan_vacation(uow, vacation_id, change, actor=actor))
 
 
 @router.post("/vacations/{vacation_id}/cancel", response_model=VacationOut, tags=["vacations"])

@@ -94,6 +94,12 @@ class VacationIn(_In):
     note: str | None = Field(default=None, max_length=2000)
 
 
+class VacationPatch(_In):
+    leave_at: datetime | None = Field(default=None, description=_RUN_AT)
+    return_at: datetime | None = Field(default=None, description=_RUN_AT)
+    time_zone: str | None = Field(default=None, max_length=64, description=_ZONE)
+
+
 class VacationOut(_Out):
     id: UUID
     account_id: int
