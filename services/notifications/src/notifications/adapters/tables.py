@@ -102,6 +102,9 @@ class Email(Base):
     trigger_id: Mapped[int | None] = mapped_column(Integer)
     trigger_event_id: Mapped[UUID] = mapped_column()
     trigger_event_type: Mapped[str] = mapped_column(String(100))
+    # The triggering flow's correlation id: EmailSent/EmailRejected, emitted later by the
+    # dispatcher, stay in the same trace of events as the event that caused them.
+    correlation_id: Mapped[UUID | None] = mapped_column()
     disconnection_id: Mapped[UUID | None] = mapped_column()
     category: Mapped[str | None] = mapped_column(String(100))
     recipient: Mapped[str] = mapped_column(String(320))

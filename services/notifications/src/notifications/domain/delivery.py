@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from uuid import UUID, uuid5
 
@@ -94,7 +94,3 @@ def message_id_for(email_id: UUID, mail_from: str) -> str:
     """A deterministic Message-ID, so a receiving system can spot a duplicate too."""
     domain = mail_from.rpartition("@")[2].rstrip(">").strip() or "backhaul.local"
     return f"<{email_id}@{domain}>"
-
-
-def lease_expired(sending_since: datetime, now: datetime, lease: timedelta) -> bool:
-    return now - sending_since > lease

@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import select, update
 
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
+from backhaul_kit.context import flow
 from backhaul_kit.unit_of_work import UnitOfWork
 from notifications.adapters.smtp import Mailer, compose
 from notifications.adapters.tables import Email
@@ -63,6 +64,8 @@ class Claimed:
     idempotency_key: str
     queued_at: datetime
     attempts: int
+    trigger_event_id: UUID
+    correlation_id: UUID | None
 
 
 def _now() -> datetime:
@@ -161,6 +164,8 @@ class Dispatcher:
                 idempotency_key=email.idempotency_key,
                 queued_at=email.queued_at,
                 attempts=email.attempts,
+                trigger_event_id=email.trigger_event_id,
+                correlation_id=email.correlation_id,
             )
 
     async def send(self, claimed: Claimed) -> Reply:
@@ -178,10 +183,18 @@ class Dispatcher:
 
     async def record(self, claimed: Claimed, reply: Reply) -> EmailState:
         """Store the attempt's outcome and emit its event; returns the row's state."""
+        with flow(claimed.correlation_id, claimed.trigger_event_id):
+            return await self._record(claimed, reply)
+
+    async def _record(self, claimed: Claimed, reply: Reply) -> EmailState:
         uow = self.uow_factory()
         async with uow:
             email = await uow.session.get(Email, claimed.id, populate_existing=True)
             assert email is not None
+            if email.state != EmailState.QUEUED.value or email.sending_since is None:
+                # Closed meanwhile (its lease ran out): that outcome stands, emit nothing more.
+                log.warning("email_outcome_too_late", email_id=str(email.id), reply=str(reply))
+                return EmailState(email.state)
             now = self.clock()
             email.sending_since = None
             if reply.code == 0:
@@ -247,7 +260,10 @@ class Dispatcher:
             )
             for email in rows:
                 email.sending_since = None
-                await self._reject(uow, email, EmailState.REJECTED, OUTCOME_UNKNOWN, permanent=True)
+                with flow(email.correlation_id, email.trigger_event_id):
+                    await self._reject(
+                        uow, email, EmailState.REJECTED, OUTCOME_UNKNOWN, permanent=True
+                    )
             return len(rows)
 
     async def _reject(

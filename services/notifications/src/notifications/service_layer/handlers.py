@@ -302,19 +302,24 @@ async def _queue(
         "event_type": envelope.event_type,
         "occurred_at": envelope.occurred_at,
     }
+    # An email that cannot be built (a template that does not fit this event's data, an
+    # address no server can take) is recorded as Invalid rather than dropped or crashing
+    # the worker, so it shows in the account's log with the reason.
+    problem: str | None = None
     try:
         rendered = templates.render(trigger.subject_template, trigger.body_template, variables)
     except templates.TemplateProblem as exc:
-        # The worker must not crash on one bad template: log it and send nothing for it.
         log.error("trigger_render_failed", trigger=trigger.name, error=str(exc))
-        return
+        rendered = templates.Rendered(subject=trigger.name, body="")
+        problem = f"template of trigger {trigger.name!r} could not be rendered: {exc}"
+    if problem is None and (bad_address := address_problem(recipient)) is not None:
+        problem = f"invalid address: {bad_address}"
     now = _now()
     email_id = email_id_for(key)
     disconnection_id: UUID | None = getattr(event, "disconnection_id", None)
     if not isinstance(event, account_events.AccountDisconnected):
         # Only the disconnect email is a step of the disconnect (accounts tracks it by id).
         disconnection_id = None
-    problem = address_problem(recipient)
     email = Email(
         id=email_id,
         idempotency_key=key,
@@ -324,6 +329,7 @@ async def _queue(
         trigger_id=trigger.id,
         trigger_event_id=envelope.event_id,
         trigger_event_type=envelope.event_type,
+        correlation_id=envelope.correlation_id,
         disconnection_id=disconnection_id,
         category=trigger.category,
         recipient=recipient,
@@ -336,7 +342,7 @@ async def _queue(
     )
     if problem is not None:
         email.state = EmailState.INVALID.value
-        email.reject_reason = f"invalid address: {problem}"
+        email.reject_reason = problem
         email.next_attempt_at = None
         email.rejected_at = now
     uow.session.add(email)
