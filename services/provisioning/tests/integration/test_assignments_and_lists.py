@@ -1,5 +1,6 @@
 """IPAM, assignments and address lists against a real database and a real Kafka broker."""
 
+import asyncio
 from uuid import uuid4
 
 import pytest
@@ -334,3 +335,22 @@ async def test_router_reads_etag_changes_feed_routeros_and_history(service, ev):
         "/address-list-memberships", params={"address": "10.20.0.8", "at": "2026-01-01T00:00:00"}
     )
     assert naive.status_code == 422
+
+
+async def test_concurrent_next_free_never_hands_out_an_address_twice(service, ev):
+    runtime, client = service
+    await ev.deliver(runtime, ev.created(9))
+    pool = await _pool(client, "small", "10.40.0.0/29")
+    lst = await _list(client, "active", {"activating": True})
+
+    async def grab():
+        return await client.post("/accounts/9/ip-assignments", json={"pool_id": pool["id"]})
+
+    answers = await asyncio.gather(*(grab() for _ in range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] * 6 + [409] * 2
+    addresses = {a.json()["address"] for a in answers if a.status_code == 201}
+    assert addresses == {f"10.40.0.{host}" for host in range(1, 7)}
+    assert all("no free address" in a.json()["message"] for a in answers if a.status_code == 409)
+    feed = (await client.get(f"/address-lists/{lst['id']}/changes")).json()
+    assert [c["seq"] for c in feed["changes"]] == list(range(1, 7))

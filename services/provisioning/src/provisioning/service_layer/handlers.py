@@ -9,7 +9,8 @@ update its source and reconcile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -179,21 +180,81 @@ async def _active_assignments(
 # -- the changes feed -------------------------------------------------------------------------
 
 
-async def _next_seq(uow: UnitOfWork) -> int:
-    """The next feed position, taken under the counter row's lock.
+@dataclass(frozen=True)
+class _PendingChange:
+    list_id: int
+    action: str
+    address: str
+    account_id: int
+    at: datetime
+
+
+def _record_change(
+    uow: UnitOfWork, list_id: int, action: str, address: str, account_id: int, now: datetime
+) -> None:
+    """Note a change for the feed; `_write_feed` numbers it when the handler finishes."""
+    pending: list[_PendingChange] = uow.session.info.setdefault("feed", [])
+    pending.append(_PendingChange(list_id, action, address, account_id, now))
+
+
+async def _write_feed(uow: UnitOfWork) -> None:
+    """Number this transaction's changes under the counter row's lock, as its last step.
 
     The lock is held to commit, so positions become visible in the order they were taken:
     a router that read up to N never misses a later-committed change numbered below N.
+    Taking it last (never before another lock) keeps it out of any deadlock.
     """
-    value = await uow.session.scalar(
+    pending: list[_PendingChange] = uow.session.info.pop("feed", [])
+    if not pending:
+        return
+    last = await uow.session.scalar(
         update(FeedCounter)
         .where(FeedCounter.name == FEED)
-        .values(value=FeedCounter.value + 1)
+        .values(value=FeedCounter.value + len(pending))
         .returning(FeedCounter.value)
     )
-    if value is None:
+    if last is None:
         raise RuntimeError("the address-list feed counter is missing; run the migrations")
-    return int(value)
+    first = int(last) - len(pending) + 1
+    uow.session.add_all(
+        AddressListChange(
+            seq=first + offset,
+            address_list_id=change.list_id,
+            action=change.action,
+            address=change.address,
+            account_id=change.account_id,
+            at=change.at,
+        )
+        for offset, change in enumerate(pending)
+    )
+    await uow.session.flush()
+
+
+@asynccontextmanager
+async def _changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
+    """The unit of work of a handler that may change address lists: the feed is written last."""
+    async with uow:
+        uow.session.info.pop("feed", None)
+        yield uow
+        await _write_feed(uow)
+
+
+async def _lock_account(uow: UnitOfWork, *account_ids: int) -> None:
+    """Hold the accounts' replica rows (PostgreSQL) so their network state changes one at a time.
+
+    Without it an assignment could read a status that an event is just changing and put the
+    address on the old status's lists. Rows are taken in id order so two movers never
+    deadlock. SQLite needs nothing: its write transactions are already serial.
+    """
+    if uow.db.is_sqlite:
+        return
+    await uow.session.execute(
+        select(AccountReplica)
+        .where(AccountReplica.account_id.in_(sorted(set(account_ids))))
+        .order_by(AccountReplica.account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 # -- reconciliation: derived network state follows the sources of truth -----------------------
@@ -209,6 +270,7 @@ async def _reconcile_lists(
     uow: UnitOfWork, account_id: int, now: datetime, *, only_list: AddressList | None = None
 ) -> ReconcileResult:
     """Make the account's address-list entries exactly what the lists' rules say."""
+    await _lock_account(uow, account_id)
     facts = await _facts(uow, account_id)
     lists = (
         [only_list]
@@ -240,7 +302,7 @@ async def _reconcile_lists(
         if key in wanted:
             continue
         entry.valid_to = now
-        await _record_change(uow, entry.address_list_id, "remove", entry.address, account_id, now)
+        _record_change(uow, entry.address_list_id, "remove", entry.address, account_id, now)
         name = names.get(entry.address_list_id)
         if name is None:
             name = (await get_address_list(uow, entry.address_list_id)).name
@@ -266,7 +328,7 @@ async def _reconcile_lists(
                 valid_from=now,
             )
         )
-        await _record_change(uow, lst.id, "add", assignment.address, account_id, now)
+        _record_change(uow, lst.id, "add", assignment.address, account_id, now)
         await uow.emit(
             events.AddressListEntryAdded(
                 account_id=account_id,
@@ -279,21 +341,6 @@ async def _reconcile_lists(
         result.entries_added += 1
     await uow.session.flush()
     return result
-
-
-async def _record_change(
-    uow: UnitOfWork, list_id: int, action: str, address: str, account_id: int, now: datetime
-) -> None:
-    uow.session.add(
-        AddressListChange(
-            seq=await _next_seq(uow),
-            address_list_id=list_id,
-            action=action,
-            address=address,
-            account_id=account_id,
-            at=now,
-        )
-    )
 
 
 async def _sync_radius_user(uow: UnitOfWork, radius_account: RadiusAccount) -> None:
@@ -453,6 +500,7 @@ async def _resolve_assignee(
 async def _assign(uow: UnitOfWork, command: AssignIp, *, actor: str, now: datetime) -> IpAssignment:
     """The assignment itself, inside the caller's unit of work."""
     session = uow.session
+    await _lock_account(uow, command.account_id)
     replica = await get_replica(uow, command.account_id)
     if replica.disconnected_at is not None:
         raise Conflict(f"account {command.account_id} is disconnected")
@@ -586,7 +634,7 @@ async def _end(uow: UnitOfWork, assignment: IpAssignment, now: datetime, *, reas
 
 async def assign_ip(uow: UnitOfWork, command: AssignIp, *, actor: str) -> IpAssignment:
     """Assign an address (or the next free one) to an assignee and provision it (seed 003)."""
-    async with uow:
+    async with _changing(uow):
         now = _now()
         assignment = await _assign(uow, command, actor=actor, now=now)
         await _reconcile(uow, command.account_id, now)
@@ -595,7 +643,7 @@ async def assign_ip(uow: UnitOfWork, command: AssignIp, *, actor: str) -> IpAssi
 
 async def remove_assignment(uow: UnitOfWork, assignment_id: UUID, *, actor: str) -> IpAssignment:
     """End an assignment: its address is free again and its provisioning is undone."""
-    async with uow:
+    async with _changing(uow):
         assignment = await get_assignment(uow, assignment_id)
         if assignment.removed_at is not None:
             raise Conflict(f"IP assignment {assignment_id} was already removed")
@@ -614,10 +662,11 @@ async def move_assignment(
     The old assignment ends as `moved` and a new one starts with the same address, so each
     assignee's history shows when it held it.
     """
-    async with uow:
+    async with _changing(uow):
         old = await get_assignment(uow, assignment_id)
         if old.removed_at is not None:
             raise Conflict(f"IP assignment {assignment_id} was already removed")
+        await _lock_account(uow, old.account_id, account_id)
         now = _now()
         await _end(uow, old, now, reason="moved")
         await uow.session.flush()
@@ -669,7 +718,7 @@ async def create_address_list(
     uow: UnitOfWork, *, name: str, rule: dict[str, Any], description: str | None = None
 ) -> AddressList:
     """Add an address list; it is filled at once from the current assignments."""
-    async with uow:
+    async with _changing(uow):
         parsed = MembershipRule.from_dict(rule)
         if await uow.session.scalar(select(AddressList.id).where(AddressList.name == name)):
             raise Conflict(f"an address list named {name!r} already exists")
@@ -687,7 +736,7 @@ async def update_address_list(
     uow: UnitOfWork, list_id: int, *, rule: dict[str, Any], description: str | None
 ) -> AddressList:
     """Change a list's rule; its entries follow at once."""
-    async with uow:
+    async with _changing(uow):
         address_list = await get_address_list(uow, list_id)
         address_list.rule = MembershipRule.from_dict(rule).to_dict()
         address_list.description = description
@@ -739,7 +788,7 @@ async def create_radius_account(
 
 async def delete_radius_account(uow: UnitOfWork, radius_account_id: int) -> RadiusAccount:
     """Delete a RADIUS login: its IP assignments end and its FreeRADIUS rows go."""
-    async with uow:
+    async with _changing(uow):
         radius_account = await uow.session.get(RadiusAccount, radius_account_id)
         if radius_account is None or radius_account.deleted_at is not None:
             raise NotFound(f"RADIUS account {radius_account_id} not found")
@@ -865,7 +914,7 @@ def _set_status(replica: AccountReplica, status: StatusRef, now: datetime) -> No
 
 async def on_account_created(event: AccountCreated, envelope: Envelope, uow: UnitOfWork) -> None:
     """Start the account's replica with its status."""
-    async with uow:
+    async with _changing(uow):
         replica = await _replica_for_update(uow, event.account_id)
         _set_status(replica, event.status, _now())
         await uow.session.flush()
@@ -876,7 +925,7 @@ async def on_status_changed(
     event: AccountStatusChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Entries and RADIUS groups follow the new status."""
-    async with uow:
+    async with _changing(uow):
         now = _now()
         replica = await _replica_for_update(uow, event.account_id)
         _set_status(replica, event.status, now)
@@ -890,7 +939,7 @@ async def on_delinquency_changed(
     event: AccountDelinquencyChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Lists and groups with a delinquency rule follow billing's verdict."""
-    async with uow:
+    async with _changing(uow):
         now = _now()
         replica = await _replica_for_update(uow, event.account_id)
         replica.delinquent = event.delinquent
@@ -903,7 +952,7 @@ async def on_service_added(event: AccountServiceAdded, envelope: Envelope, uow: 
     """A data service joins the account: its RADIUS group and lists follow."""
     if event.service.kind is not ServiceKind.DATA:
         return
-    async with uow:
+    async with _changing(uow):
         now = _now()
         await _replica_for_update(uow, event.account_id)
         if await uow.session.get(AccountDataService, event.account_service_id) is None:
@@ -929,7 +978,7 @@ async def on_service_removed(
     """A data service leaves the account: its RADIUS group and lists follow."""
     if event.service.kind is not ServiceKind.DATA:
         return
-    async with uow:
+    async with _changing(uow):
         await uow.session.execute(
             delete(AccountDataService).where(
                 AccountDataService.account_service_id == event.account_service_id
@@ -947,7 +996,7 @@ async def on_account_disconnected(
     RADIUS rows, and emits one AccountNetworkReleased, even when nothing was assigned, so
     the disconnect's progress completes.
     """
-    async with uow:
+    async with _changing(uow):
         session = uow.session
         if await session.get(NetworkRelease, event.disconnection_id) is not None:
             log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
