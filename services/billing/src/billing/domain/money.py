@@ -8,12 +8,13 @@ only way it becomes an amount. Rounding is half-up, as on a customer's paper bil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from backhaul_kit.errors import InvalidInput
 
 CENT = Decimal("0.01")
 MINOR_UNITS = 2  # every supported currency has cents; a JPY catalogue would need 0
+MAX_AMOUNT = Decimal("1000000000000")  # far below what integer cents can hold
 
 
 def round_money(value: Decimal) -> Decimal:
@@ -25,10 +26,12 @@ def parse_amount(value: Decimal | str | int, *, what: str = "amount") -> Decimal
     """An amount given by a caller: finite and with at most two decimals (never rounded)."""
     try:
         amount = Decimal(value)
-    except (InvalidOperation, ValueError, TypeError):
+    except (ArithmeticError, ValueError, TypeError):
         raise InvalidInput(f"{what} {value!r} is not a decimal number") from None
     if not amount.is_finite():
         raise InvalidInput(f"{what} must be a finite number")
+    if amount.copy_abs().compare(MAX_AMOUNT) >= 0:
+        raise InvalidInput(f"{what} {value} is too large")
     if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
         raise InvalidInput(f"{what} {value} has more than {MINOR_UNITS} decimals")
     return amount.quantize(CENT)
