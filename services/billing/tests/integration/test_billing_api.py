@@ -20,6 +20,7 @@ from backhaul_contracts.events.billing import AddAccountService, RemoveAccountSe
 from backhaul_contracts.topics import BILLING_EVENTS
 from backhaul_kit.messaging.consumer import Outcome, Record
 from backhaul_kit.testing import eventually, read_events
+from billing.domain import rules
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +225,7 @@ async def test_final_invoice_once_per_disconnection(service, settings, kafka_boo
     assert len(issued) == 1
     assert issued[0].payload["final"] is True
     assert issued[0].payload["disconnection_id"] == str(event.disconnection_id)
+    assert issued[0].payload["proration"] == "none"
 
 
 async def test_final_invoice_with_no_debits_is_zero(service):
@@ -323,3 +325,24 @@ async def test_settings_and_bad_input(service):
     await known_account(runtime, 49)
     unknown = await client.post("/accounts/49/services", json={"service_id": 999})
     assert unknown.status_code == 404 and "service 999" in unknown.json()["message"]
+
+
+async def test_final_invoice_with_proration_shows_the_unused_credit_as_a_line(service):
+    runtime, client = service
+    await known_account(runtime, 50, billing_day=1)
+    fibre = await new_service(client, FIBRE)
+    await client.put("/settings", json={"final_invoice_proration": "credit_unused"})
+    await client.post("/accounts/50/services", json={"service_id": fibre["id"], "prorates": False})
+    event = disconnected(50)  # inherit: the global setting, credit_unused
+    record = Record(topic="accounts.events.v1", value=_envelope(event, 50).to_bytes())
+    assert await runtime.consumer.process(record) is Outcome.HANDLED
+
+    day = event.disconnected_at.date()
+    credit = rules.unused_credit(Decimal("49.99"), rules.period_containing(day, 1), day)
+    [invoice] = (await client.get("/accounts/50/invoices")).json()
+    assert Decimal(invoice["total"]) == Decimal("49.99") - credit
+    assert [(line["type"], Decimal(line["total"])) for line in invoice["lines"]] == (
+        [("debit", Decimal("49.99"))] + ([("discount", credit)] if credit else [])
+    )
+    balance = (await client.get("/accounts/50/balance")).json()
+    assert Decimal(balance["total_balance"]) == Decimal(invoice["total"])

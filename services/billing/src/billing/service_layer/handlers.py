@@ -491,6 +491,7 @@ async def on_account_disconnected(
             final=True,
             disconnection_id=event.disconnection_id,
             invoice_date=day,
+            proration=proration,
         ),
     )
     log.info(

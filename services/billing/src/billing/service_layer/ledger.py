@@ -287,6 +287,7 @@ class InvoiceDraft:
     parent_invoice_id: int | None = None
     billing_run_id: int | None = None
     invoice_date: date | None = None
+    proration: Proration | None = None
 
 
 async def issue_invoice(uow: UnitOfWork, account: BillingAccount, draft: InvoiceDraft) -> Invoice:
@@ -295,9 +296,8 @@ async def issue_invoice(uow: UnitOfWork, account: BillingAccount, draft: Invoice
     issued = now()
     invoice_date = draft.invoice_date or issued.date()
     due_days = int(await setting(uow, rules.SETTING_DUE_DAYS))
-    total = sum((total_of(d) for d in draft.debits), ZERO) - sum(
-        (total_of(c) for c in draft.line_credits), ZERO
-    )
+    credit_total = sum((total_of(c) for c in draft.line_credits), ZERO)
+    total = sum((total_of(d) for d in draft.debits), ZERO) - credit_total
     invoice = Invoice(
         account_id=account.id,
         bill_to_account_id=draft.bill_to_account_id or account.id,
@@ -335,6 +335,10 @@ async def issue_invoice(uow: UnitOfWork, account: BillingAccount, draft: Invoice
             final=invoice.final,
             disconnection_id=invoice.disconnection_id,
             debit_ids=[d.id for d in draft.debits],
+            bill_to_account_id=invoice.bill_to_account_id,
+            parent_invoice_id=invoice.parent_invoice_id,
+            credit_total=credit_total,
+            proration=draft.proration,
         ),
         subject=account.id,
     )
