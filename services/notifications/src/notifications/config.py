@@ -2,9 +2,10 @@
 
 from functools import lru_cache
 
-from pydantic import EmailStr, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from backhaul_kit.config import ServiceSettings
+from notifications.domain.delivery import address_problem
 
 
 class NotificationsSettings(ServiceSettings):
@@ -22,7 +23,7 @@ class NotificationsSettings(ServiceSettings):
     mail_from: str = "Backhaul <noreply@backhaul.local>"
 
     # Where staff-facing messages (a scheduled event failed) go; None switches them off.
-    staff_email: EmailStr | None = "staff@backhaul.example"
+    staff_email: str | None = "staff@backhaul.local"
 
     # Delivery: temporary (4xx) rejections are retried with exponential backoff.
     email_max_attempts: int = Field(default=5, ge=1)
@@ -33,6 +34,13 @@ class NotificationsSettings(ServiceSettings):
     # A send that started this long ago and never recorded its outcome belongs to a worker
     # that died mid-send; it is not sent again (at most once).
     email_send_lease_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("staff_email")
+    @classmethod
+    def _deliverable_staff_email(cls, value: str | None) -> str | None:
+        if value is not None and (problem := address_problem(value)) is not None:
+            raise ValueError(f"STAFF_EMAIL {value!r}: {problem}")
+        return value
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> "NotificationsSettings":

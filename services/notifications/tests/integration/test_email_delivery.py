@@ -393,3 +393,95 @@ async def test_categories_and_child_accounts(service, settings, mail_sink):
     assert email["subject"] == "Outage on Account 702"
     assert await _emails(client, 702) == []
     assert [m["to"] for m in read_messages(mail_sink.directory)] == ["tech@example.com"]
+
+
+async def test_an_event_published_twice_on_kafka_is_mailed_once(service, settings, mail_sink):
+    runtime, client = service
+    await _created(runtime, settings, 801, "hal@example.com")
+    envelope = await _publish(runtime, settings, _disconnected(801, "hal@example.com"))
+    await runtime.producer.send_and_wait(
+        settings.topic("accounts.events.v1"),
+        envelope.to_bytes(),
+        key=envelope.subject.encode(),
+    )
+    marker = await _publish(runtime, settings, _disconnected(802, "ivy@example.com"))
+    # The marker follows the duplicate on the same topic: once it is mailed, both were handled.
+    assert marker.subject == "802"
+    await eventually(_until_state(client, 802, "sent"))
+    await eventually(_until_state(client, 801, "sent"))
+    assert sorted(m["to"] for m in read_messages(mail_sink.directory)) == [
+        "hal@example.com",
+        "ivy@example.com",
+    ]
+
+
+async def test_a_template_that_does_not_fit_the_data_is_invalid_not_a_crash(
+    service, settings, mail_sink
+):
+    runtime, client = service
+    created = await client.post(
+        "/triggers",
+        json={
+            "name": "Reason required",
+            "event_type": "AccountStatusChanged",
+            "conditions": {"status.name": "Suspended"},
+            "subject_template": "Suspended: {{ event.reason.upper() }}",
+            "body_template": "-",
+        },
+    )
+    assert created.status_code == 201, created.text
+    await _created(runtime, settings, 901, "joy@example.com")
+    suspended = StatusRef(id=11, name="Suspended", activates_account=False)
+    await _publish(
+        runtime,
+        settings,
+        AccountStatusChanged(
+            account_id=901,
+            previous_status=ACTIVE,
+            status=suspended,
+            changed_by="noc",
+            changed_at=NOW,  # no reason: `None.upper()` cannot render
+        ),
+    )
+    [email] = await eventually(_until_state(client, 901, "invalid"))
+    assert "could not be rendered" in email["reject_reason"]
+    assert email["subject"] == "Reason required"
+    # The worker carries on: the next event is mailed.
+    await _publish(runtime, settings, _disconnected(901, "joy@example.com"))
+
+    async def both():
+        states = sorted(e["state"] for e in await _emails(client, 901))
+        assert states == ["invalid", "sent"]
+
+    await eventually(both)
+    assert [m["to"] for m in read_messages(mail_sink.directory)] == ["joy@example.com"]
+
+
+async def test_a_disabled_trigger_sends_nothing_and_a_child_disconnect_mails_the_parent(
+    service, settings, mail_sink
+):
+    runtime, client = service
+    vacation = next(t for t in (await client.get("/triggers")).json() if t["id"] == 3)
+    off = await client.patch(f"/triggers/{vacation['id']}", json={"enabled": False})
+    assert off.status_code == 200
+    await _created(runtime, settings, 1001, "parent@example.com")
+    await _created(runtime, settings, 1002, "child@example.com", parent_account_id=1001)
+    await _publish(
+        runtime,
+        settings,
+        AccountStatusChanged(
+            account_id=1001,
+            previous_status=ACTIVE,
+            status=StatusRef(id=7, name="Vacation", activates_account=True),
+            changed_by="scheduler",
+            changed_at=NOW,
+        ),
+    )
+    await _publish(
+        runtime, settings, _disconnected(1002, "child@example.com", parent_account_id=1001)
+    )
+    [email] = await eventually(_until_state(client, 1001, "sent"))
+    assert email["recipient"] == "parent@example.com"
+    assert email["subject"] == "Your account Account 1002 has been disconnected"
+    assert email["trigger_event_type"] == "AccountDisconnected"
+    assert await _emails(client, 1002) == []

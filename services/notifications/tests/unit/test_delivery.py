@@ -57,9 +57,25 @@ def test_identity_follows_from_event_and_recipient():
 def test_address_problems_are_reported():
     assert address_problem("ada@example.com") is None
     assert address_problem("not an address") is not None
-    assert address_problem("eve@localhost") is not None
+    assert address_problem("a b@example.com") is not None
+    assert address_problem("ada@exa mple.com") is not None
+    # Site-local names are for the relay to judge: a private relay delivers them.
+    assert address_problem("staff@backhaul.local") is None
+    assert address_problem("noc@localhost") is None
+    assert address_problem("no one@backhaul.local") is not None
+    assert address_problem("x@-bad-.local") is not None
 
 
 async def test_no_sms_gateway_refuses_instead_of_pretending():
     with pytest.raises(SmsUnavailable):
         await NoSmsGateway().send(to="+15550100", text="hi", idempotency_key="k")
+
+
+def test_staff_email_setting_is_checked():
+    from notifications.config import NotificationsSettings
+
+    assert NotificationsSettings(staff_email="staff@backhaul.local").staff_email
+    with pytest.raises(ValueError, match="STAFF_EMAIL"):
+        NotificationsSettings(staff_email="staff at backhaul")
+    with pytest.raises(ValueError, match="not both"):
+        NotificationsSettings(smtp_tls=True, smtp_starttls=True)

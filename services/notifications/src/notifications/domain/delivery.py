@@ -11,7 +11,7 @@ from datetime import timedelta
 from enum import StrEnum
 from uuid import UUID, uuid5
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 # A fixed namespace so an email's id (and its Message-ID) follows from its idempotency key.
 EMAIL_NAMESPACE = UUID("7b7c8a0e-4a0f-4b9e-9a53-0d0b8d1f6c21")
@@ -62,12 +62,27 @@ def classify(reply: Reply) -> Verdict:
     return Verdict.TEMPORARY
 
 
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
 def address_problem(address: str) -> str | None:
-    """Why `address` cannot be delivered to, or None if it looks deliverable."""
+    """Why `address` cannot be delivered to, or None if it looks deliverable.
+
+    Site-local names (`staff@isp.local`, `noc@localhost`) are refused by public-internet
+    rules but a private relay delivers them, so for those only the syntax is checked.
+    """
     try:
         validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
-        return str(exc)
+        local, _, domain = address.rpartition("@")
+        domain = domain.lower()
+        site_local = any(domain == d or domain.endswith(f".{d}") for d in SPECIAL_USE_DOMAIN_NAMES)
+        if not (local and site_local and _HOSTNAME.fullmatch(domain)):
+            return str(exc)
+        try:
+            validate_email(f"{local}@example.com", check_deliverability=False)
+        except EmailNotValidError as local_exc:
+            return str(local_exc)
     return None
 
 
