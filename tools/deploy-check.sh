@@ -8,7 +8,10 @@
 #      Kubernetes the chart supports;
 #   4. docker-compose.yml against the Compose specification's JSON schema
 #      (deploy/compose/compose-spec.schema.json);
-#   5. tests/deploy: compose and the chart give each service the same settings.
+#   5. the Grafana dashboard is what deploy/grafana/build_dashboard.py writes, and every
+#      query in it parses as PromQL;
+#   6. tests/deploy: compose and the chart give each service the same settings, and the
+#      dashboard queries the metrics the services export.
 # Usage: tools/deploy-check.sh   (from anywhere; exits non-zero on the first failure)
 set -euo pipefail
 
@@ -16,6 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KUBERNETES_VALIDATE_VERSION=${KUBERNETES_VALIDATE_VERSION:-1.37.0}
+PROMQL_PARSER_VERSION=${PROMQL_PARSER_VERSION:-0.11.0}
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-"1.29.0 1.37.0"}
 CHART=deploy/helm/backhaul
@@ -98,7 +102,32 @@ if errors:
 print(f"ok: {len(compose['services'])} services")
 PY
 
-step "compose and the chart agree (tests/deploy)"
+step "Grafana dashboard: current, and every query parses as PromQL"
+uv run --quiet python deploy/grafana/build_dashboard.py --check
+uv run --quiet --with "promql-parser==$PROMQL_PARSER_VERSION" python - <<'PY'
+import json
+
+import promql_parser
+
+with open("deploy/grafana/backhaul.json") as f:
+    dashboard = json.load(f)
+# Grafana's variables, as Grafana would substitute them.
+variables = {"$__rate_interval": "1m", "$__range": "3h", "$service": ".*"}
+count = 0
+for panel in dashboard["panels"]:
+    for target in panel.get("targets", []):
+        expr = target["expr"]
+        for name, value in variables.items():
+            expr = expr.replace(name, value)
+        try:
+            promql_parser.parse(expr)
+        except ValueError as error:
+            raise SystemExit(f"panel {panel['title']!r}: {error}: {target['expr']}") from None
+        count += 1
+print(f"ok: {count} queries")
+PY
+
+step "compose and the chart agree, the dashboard's metrics exist (tests/deploy)"
 HELM=$HELM py pytest -q -p no:cacheprovider tests/deploy
 
 step "deploy check passed"
