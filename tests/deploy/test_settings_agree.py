@@ -274,6 +274,10 @@ def test_a_service_can_be_left_out_and_tuned_alone(helm: str) -> None:
         (["kafka.sasl.mechanism=SCRAM-SHA-512", "kafka.securityProtocol=SASL_SSL"], "username"),
         (["smtp.tls=true", "smtp.starttls=true"], "not both"),
         (["smtp.username=mailer"], "go together"),
+        # values.schema.json: a misspelt or unknown value is an error, not silently ignored
+        (["services.billing.api.replica=3"], "additional properties 'replica' not allowed"),
+        (["kafka.securityProtocol=SCRAM"], "securityProtocol"),
+        (["services.radius.enabled=true"], "radius"),
     ],
 )
 def test_chart_refuses_values_that_cannot_work(helm: str, values: list[str], message: str) -> None:
