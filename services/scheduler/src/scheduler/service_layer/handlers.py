@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Row, and_, delete, or_, select, update
 
 from backhaul_contracts import Envelope, Event
 from backhaul_contracts.common import ServiceKind
@@ -22,6 +22,7 @@ from backhaul_contracts.events import scheduler as events
 from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded
 from backhaul_kit.errors import Conflict, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
+from scheduler.adapters.outbox import emit_many
 from scheduler.adapters.tables import (
     KnownAccount,
     KnownAccountService,
@@ -511,38 +512,38 @@ async def cancel_vacation(
 # -- firing --------------------------------------------------------------------------------
 
 
-def command_for(row: ScheduledEvent) -> Event:
+def command_for(
+    action: str, parameters: dict[str, Any], account_id: int, requested_by: str
+) -> Event:
     """The command the owning service receives for a scheduled event."""
-    action = Action(row.action)
-    parameters = rules.parse_parameters(action, row.parameters)
-    by = row.created_by
-    if isinstance(parameters, rules.DisconnectParameters):
+    parsed = rules.parse_parameters(Action(action), parameters)
+    if isinstance(parsed, rules.DisconnectParameters):
         return accounts_events.DisconnectAccount(
-            account_id=row.account_id, proration=parameters.proration, requested_by=by
+            account_id=account_id, proration=parsed.proration, requested_by=requested_by
         )
-    if isinstance(parameters, rules.ChangeStatusParameters):
+    if isinstance(parsed, rules.ChangeStatusParameters):
         return accounts_events.ChangeAccountStatus(
-            account_id=row.account_id,
-            status_id=parameters.status_id,
-            reason=parameters.reason,
-            requested_by=by,
+            account_id=account_id,
+            status_id=parsed.status_id,
+            reason=parsed.reason,
+            requested_by=requested_by,
         )
-    if isinstance(parameters, rules.AddServiceParameters):
+    if isinstance(parsed, rules.AddServiceParameters):
         return billing_events.AddAccountService(
-            account_id=row.account_id,
-            service_id=parameters.service_id,
-            quantity=parameters.quantity,
-            price_override=parameters.price_override,
-            requested_by=by,
+            account_id=account_id,
+            service_id=parsed.service_id,
+            quantity=parsed.quantity,
+            price_override=parsed.price_override,
+            requested_by=requested_by,
         )
     return billing_events.RemoveAccountService(
-        account_id=row.account_id, service_id=parameters.service_id, requested_by=by
+        account_id=account_id, service_id=parsed.service_id, requested_by=requested_by
     )
 
 
 async def _in_account_order(
-    uow: UnitOfWork, claimed: list[ScheduledEvent], now: datetime
-) -> list[ScheduledEvent]:
+    uow: UnitOfWork, claimed: list[Row[Any]], now: datetime
+) -> list[Row[Any]]:
     """The claimed events that may fire now without overtaking an earlier event of their
     account that another replica holds (or a user is editing): per account, the prefix of
     its due events that this claim holds."""
@@ -580,12 +581,21 @@ async def fire_due(uow: UnitOfWork, *, batch_size: int, now: datetime | None = N
     transaction; returns how many were claimed.
 
     PostgreSQL: rows are locked with SKIP LOCKED, so replicas never claim the same event.
-    SQLite: the single writer (BEGIN IMMEDIATE) does the same job.
+    SQLite: the single writer (BEGIN IMMEDIATE) does the same job. Either way the command's
+    event id is the scheduled event's id, so the outbox itself refuses a second command for
+    the same event.
     """
     now = now or _now()
     async with uow:
         statement = (
-            select(ScheduledEvent)
+            select(
+                ScheduledEvent.id,
+                ScheduledEvent.account_id,
+                ScheduledEvent.action,
+                ScheduledEvent.parameters,
+                ScheduledEvent.run_at,
+                ScheduledEvent.created_by,
+            )
             .where(ScheduledEvent.state == State.PENDING.value, ScheduledEvent.run_at <= now)
             .order_by(
                 ScheduledEvent.run_at,
@@ -597,22 +607,41 @@ async def fire_due(uow: UnitOfWork, *, batch_size: int, now: datetime | None = N
         )
         if not uow.db.is_sqlite:
             statement = statement.with_for_update(skip_locked=True)
-        claimed = list((await uow.session.scalars(statement)).all())
+        claimed = list((await uow.session.execute(statement)).all())
         if not claimed:
             return 0
-        for row in await _in_account_order(uow, claimed, now):
-            envelope = await uow.emit(command_for(row), subject=row.account_id)
-            row.state = State.DISPATCHED.value
-            row.dispatched_at = now
-            row.updated_at = now
-            row.command_event_id = envelope.event_id
-            log.info(
-                "scheduled_event_dispatched",
-                scheduled_event_id=str(row.id),
-                command=envelope.event_type,
-                lag_ms=round((now - row.run_at).total_seconds() * 1000),
+        firing = await _in_account_order(uow, claimed, now)
+        if not firing:
+            return len(claimed)
+        await emit_many(
+            uow,
+            [
+                (command_for(r.action, r.parameters, r.account_id, r.created_by), r.account_id)
+                for r in firing
+            ],
+            event_ids=[r.id for r in firing],
+        )
+        await uow.session.execute(
+            update(ScheduledEvent)
+            .where(ScheduledEvent.id.in_([r.id for r in firing]))
+            .values(
+                state=State.DISPATCHED.value,
+                dispatched_at=now,
+                updated_at=now,
+                command_event_id=ScheduledEvent.id,
             )
+            .execution_options(synchronize_session=False)
+        )
+        log.info(
+            "scheduled_events_dispatched",
+            count=len(firing),
+            max_lag_ms=round(max(now - r.run_at for r in firing).total_seconds() * 1000),
+        )
         return len(claimed)
+
+
+def _command_type(row: ScheduledEvent) -> str:
+    return command_for(row.action, row.parameters, row.account_id, row.created_by).event_type
 
 
 def _failed(row: ScheduledEvent, now: datetime) -> events.ScheduledEventFailed:
@@ -649,7 +678,7 @@ async def fail_unanswered(
             row.state = State.FAILED.value
             row.failure_code = rules.NO_ANSWER
             row.failure_reason = (
-                f"no answer to {command_for(row).event_type} within "
+                f"no answer to {_command_type(row)} within "
                 f"{timeout.total_seconds():g} s of dispatch"
             )
             row.completed_at = now
