@@ -1,7 +1,7 @@
 """shipped triggers: disconnect, final invoice, vacation, delinquent, scheduled event failed
 
 Revision ID: d4e5f6a7b8c9
-Revises: f4e82519f874
+Revises: 741a1c497936
 Create Date: 2026-11-22 08:40:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "d4e5f6a7b8c9"
-down_revision: str | None = "f4e82519f874"
+down_revision: str | None = "741a1c497936"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -105,6 +105,8 @@ class Email(Base):
     # The triggering flow's correlation id: EmailSent/EmailRejected, emitted later by the
     # dispatcher, stay in the same trace of events as the event that caused them.
     correlation_id: Mapped[UUID | None] = mapped_column()
+    # The trigger's trace context (W3C headers): the send joins the trace that caused it.
+    trace_headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     disconnection_id: Mapped[UUID | None] = mapped_column()
     category: Mapped[str | None] = mapped_column(String(100))
     recipient: Mapped[str] = mapped_column(String(320))

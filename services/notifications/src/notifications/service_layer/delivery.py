@@ -17,10 +17,12 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import structlog
+from opentelemetry.trace import SpanKind
 from sqlalchemy import select, update
 
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
 from backhaul_kit.context import flow
+from backhaul_kit.telemetry import context_from_headers, tracer
 from backhaul_kit.unit_of_work import UnitOfWork
 from notifications.adapters.smtp import Mailer, compose
 from notifications.adapters.tables import Email
@@ -66,6 +68,7 @@ class Claimed:
     attempts: int
     trigger_event_id: UUID
     correlation_id: UUID | None
+    trace_headers: dict[str, str]
 
 
 def _now() -> datetime:
@@ -112,8 +115,18 @@ class Dispatcher:
             claimed = await self.claim(email_id)
             if claimed is None:
                 continue  # another replica took it
-            reply = await self.send(claimed)
-            await self.record(claimed, reply)
+            with tracer().start_as_current_span(
+                "email send",
+                context=context_from_headers(claimed.trace_headers),
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "backhaul.email_id": str(claimed.id),
+                    "backhaul.attempt": claimed.attempts,
+                },
+            ) as span:
+                reply = await self.send(claimed)
+                span.set_attribute("smtp.reply_code", reply.code)
+                await self.record(claimed, reply)
             attempted += 1
         return attempted
 
@@ -166,6 +179,7 @@ class Dispatcher:
                 attempts=email.attempts,
                 trigger_event_id=email.trigger_event_id,
                 correlation_id=email.correlation_id,
+                trace_headers=dict(email.trace_headers or {}),
             )
 
     async def send(self, claimed: Claimed) -> Reply:

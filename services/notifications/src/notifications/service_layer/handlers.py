@@ -21,6 +21,7 @@ from backhaul_contracts import Envelope, Event
 from backhaul_contracts.events import accounts as account_events
 from backhaul_contracts.events.notifications import EmailQueued, EmailRejected
 from backhaul_kit.errors import Conflict, InvalidInput, NotFound
+from backhaul_kit.telemetry import current_trace_headers
 from backhaul_kit.unit_of_work import UnitOfWork
 from notifications.adapters.tables import AccountReplica, Email, Trigger
 from notifications.domain import templates
@@ -330,6 +331,7 @@ async def _queue(
         trigger_event_id=envelope.event_id,
         trigger_event_type=envelope.event_type,
         correlation_id=envelope.correlation_id,
+        trace_headers=current_trace_headers(),
         disconnection_id=disconnection_id,
         category=trigger.category,
         recipient=recipient,

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f4e82519f874
+Revision ID: 741a1c497936
 Revises:
-Create Date: 2026-11-22 08:32:39.240805
+Create Date: 2026-11-22 08:37:37.053215
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "f4e82519f874"
+revision: str = "741a1c497936"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("trigger_event_id", sa.Uuid(), nullable=False),
         sa.Column("trigger_event_type", sa.String(length=100), nullable=False),
         sa.Column("correlation_id", sa.Uuid(), nullable=True),
+        sa.Column("trace_headers", sa.JSON(), nullable=False),
         sa.Column("disconnection_id", sa.Uuid(), nullable=True),
         sa.Column("category", sa.String(length=100), nullable=True),
         sa.Column("recipient", sa.String(length=320), nullable=False),
