@@ -274,6 +274,7 @@ def test_a_service_can_be_left_out_and_tuned_alone(helm: str) -> None:
         (["kafka.sasl.mechanism=SCRAM-SHA-512", "kafka.securityProtocol=SASL_SSL"], "username"),
         (["smtp.tls=true", "smtp.starttls=true"], "not both"),
         (["smtp.username=mailer"], "go together"),
+        (["smtp.caSecret=relay-ca", "smtp.starttls=false"], "smtp.caSecret needs"),
         # values.schema.json: a misspelt or unknown value is an error, not silently ignored
         (["services.billing.api.replica=3"], "additional properties 'replica' not allowed"),
         (["kafka.securityProtocol=SCRAM"], "securityProtocol"),
@@ -283,3 +284,15 @@ def test_a_service_can_be_left_out_and_tuned_alone(helm: str) -> None:
 def test_chart_refuses_values_that_cannot_work(helm: str, values: list[str], message: str) -> None:
     args = [arg for value in values for arg in ("--set", value)]
     assert message in _render_error(helm, *args)
+
+
+def test_a_private_smtp_ca_reaches_notifications_only(helm: str) -> None:
+    if "SMTP_CA_FILE" not in _known_settings("notifications"):
+        pytest.skip("notifications reads no SMTP_CA_FILE in this checkout")
+    manifests = _render(helm, "--set", "smtp.caSecret=relay-ca")
+    for (service, role), process in _chart_processes(manifests).items():
+        assert ("SMTP_CA_FILE" in process["env"]) == (service == "notifications"), (service, role)
+    pod = _objects(manifests, "Deployment")["backhaul-notifications-worker"]["spec"]["template"]
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "smtp-ca"]
+    ca_file = _container_env(manifests, pod["spec"])["SMTP_CA_FILE"]["value"]
+    assert ca_file.startswith(mount["mountPath"] + "/")

@@ -96,6 +96,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if ne (empty .Values.smtp.username) (empty .Values.smtp.existingSecret) -}}
 {{- fail "smtp.username and smtp.existingSecret (the password) go together" -}}
 {{- end -}}
+{{- if and .Values.smtp.caSecret (not (or .Values.smtp.tls .Values.smtp.starttls)) -}}
+{{- fail "smtp.caSecret needs smtp.tls or smtp.starttls" -}}
+{{- end -}}
 {{- if not .Values.jwt.existingSecret -}}
 {{- fail "jwt.existingSecret: name the Secret holding JWT_SECRET" -}}
 {{- end -}}
@@ -142,6 +145,9 @@ which runs before the ConfigMap exists, gets them inline.
 {{- if $v.smtp.username -}}
 {{- $_ := set $data "SMTP_USERNAME" $v.smtp.username -}}
 {{- end -}}
+{{- if $v.smtp.caSecret -}}
+{{- $_ := set $data "SMTP_CA_FILE" (printf "/etc/backhaul/smtp-ca/%s" $v.smtp.caKey) -}}
+{{- end -}}
 {{- end -}}
 {{- range $key, $value := (merge (deepCopy (default dict .svc.config)) (default dict $v.config.extra)) -}}
 {{- $_ := set $data $key (toString $value) -}}
@@ -179,26 +185,42 @@ which runs before the ConfigMap exists, gets them inline.
 {{- end }}
 {{- end -}}
 
+{{/* Volumes and mounts of a pod: (dict "root" $ "svc" $svc). */}}
 {{- define "backhaul.volumes" -}}
+{{- $v := .root.Values -}}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
-{{- if .Values.kafka.tls.caSecret }}
+{{- if $v.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
-    secretName: {{ .Values.kafka.tls.caSecret }}
+    secretName: {{ $v.kafka.tls.caSecret }}
     items:
-      - key: {{ .Values.kafka.tls.caKey }}
-        path: {{ .Values.kafka.tls.caKey }}
+      - key: {{ $v.kafka.tls.caKey }}
+        path: {{ $v.kafka.tls.caKey }}
+{{- end }}
+{{- if and .svc.sendsEmail $v.smtp.caSecret }}
+- name: smtp-ca
+  secret:
+    secretName: {{ $v.smtp.caSecret }}
+    items:
+      - key: {{ $v.smtp.caKey }}
+        path: {{ $v.smtp.caKey }}
 {{- end }}
 {{- end -}}
 
 {{- define "backhaul.volumeMounts" -}}
+{{- $v := .root.Values -}}
 - name: tmp
   mountPath: /tmp
-{{- if .Values.kafka.tls.caSecret }}
+{{- if $v.kafka.tls.caSecret }}
 - name: kafka-ca
   mountPath: /etc/backhaul/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if and .svc.sendsEmail $v.smtp.caSecret }}
+- name: smtp-ca
+  mountPath: /etc/backhaul/smtp-ca
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -269,9 +291,9 @@ spec:
       securityContext:
         {{- toYaml $v.securityContext | nindent 8 }}
       volumeMounts:
-        {{- include "backhaul.volumeMounts" $root | nindent 8 }}
+        {{- include "backhaul.volumeMounts" . | nindent 8 }}
   volumes:
-    {{- include "backhaul.volumes" $root | nindent 4 }}
+    {{- include "backhaul.volumes" . | nindent 4 }}
   {{- with $svc.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
