@@ -1,6 +1,7 @@
 """Settings of the notifications service."""
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -19,6 +20,9 @@ class NotificationsSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_tls: bool = Field(default=False, description="Implicit TLS from the first byte (465)")
     smtp_starttls: bool = Field(default=False, description="Upgrade with STARTTLS (587)")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="PEM bundle to trust for the relay's certificate (private CA)"
+    )
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     mail_from: str = "Backhaul <noreply@backhaul.local>"
 

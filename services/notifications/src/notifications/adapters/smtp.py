@@ -54,6 +54,7 @@ class SmtpMailer:
                 password=password,
                 use_tls=settings.smtp_tls,
                 start_tls=settings.smtp_starttls,
+                cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
                 timeout=settings.smtp_timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
