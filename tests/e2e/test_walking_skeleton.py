@@ -138,7 +138,11 @@ async def test_disconnect_fans_out_through_every_service(stack, otlp):
         finals = [i for i in invoices if i["final"]]
         assert len(finals) == 1
         assert finals[0]["disconnection_id"] == disconnection["id"]
-        assert float(finals[0]["total"]) == pytest.approx(49.99, abs=49.99)  # prorated or not
+        # The service's debit is on the final invoice.
+        debits = finals[0]["debits"]
+        assert [(d["service_id"], d["invoice_id"]) for d in debits] == [
+            (service["id"], finals[0]["id"])
+        ]
         steps = {s["step"]: s for s in progress["steps"]}
         assert steps["final_invoice"]["result"]["invoice_id"] == finals[0]["id"]
 
@@ -156,10 +160,18 @@ async def test_disconnect_fans_out_through_every_service(stack, otlp):
         )
         assert steps["network_release"]["result"]["released_ips"] == [assignment["address"]]
 
-        mail = [m for m in read_messages(stack.mail_dir) if "grace@example.com" in m["to"]]
-        assert len(mail) == 1
+        # One email per triggering event and recipient: the disconnect notice (and, from the
+        # shipped "final invoice issued" trigger, the final invoice), each sent exactly once.
         emails = _ok(await http.get(f"{notifications}/accounts/{account_id}/emails"))
-        assert [(e["recipient"], e["state"]) for e in emails] == [("grace@example.com", "sent")]
+        by_trigger = {e["trigger_event_type"]: e for e in emails}
+        assert len(by_trigger) == len(emails)
+        notice = by_trigger["AccountDisconnected"]
+        assert (notice["recipient"], notice["state"]) == ("grace@example.com", "sent")
+        assert notice["disconnection_id"] == disconnection["id"]
+        assert steps["email"]["result"]["email_id"] == notice["id"]
+        mail = [m for m in read_messages(stack.mail_dir) if "grace@example.com" in m["to"]]
+        assert sorted(m["subject"] for m in mail) == sorted(e["subject"] for e in emails)
+        assert len([m for m in mail if m["subject"] == notice["subject"]]) == 1
         assert steps["email"]["state"] == "done"
 
         # Disconnecting again is refused and changes nothing.
@@ -176,10 +188,16 @@ async def _assert_one_trace(otlp, correlation_id: str, account_id: int) -> None:
         roots = [
             s
             for s in spans
-            if s.service == "backhaul-accounts" and "/disconnect" in s.name and s.kind == 2
-        ]  # SERVER
+            if s.service == "backhaul-accounts"
+            and s.kind == 2  # SERVER
+            and "/disconnect" in s.name
+            and "201" in (
+                s.attributes.get("http.response.status_code"),
+                s.attributes.get("http.status_code"),
+            )
+        ]
         assert roots, "no server span for the disconnect request"
-        trace_id = roots[-1].trace_id
+        trace_id = roots[0].trace_id
         in_trace = [s for s in spans if s.trace_id == trace_id]
         services = {s.service for s in in_trace}
         assert {
@@ -195,6 +213,8 @@ async def _assert_one_trace(otlp, correlation_id: str, account_id: int) -> None:
             "backhaul-notifications",
             "backhaul-accounts",
         }
+        assert all(s.attributes.get("backhaul.account_id") == str(account_id) for s in consumers)
+        assert all(s.attributes.get("backhaul.event_id") for s in consumers)
         return services
 
     await eventually(whole_trace, timeout=30)

@@ -36,3 +36,18 @@ def test_the_same_address_spelt_differently_is_one_address():
     assert address_key("1 Main St", "Springfield", None, "US") != address_key(
         "2 Main St", "Springfield", None, "US"
     )
+
+
+def test_a_parent_chain_that_leads_back_to_the_child_is_a_cycle():
+    from accounts.domain.rules import creates_cycle
+
+    assert creates_cycle(1, 1, {})
+    assert creates_cycle(1, 3, {3: 2, 2: 1})
+    assert not creates_cycle(1, 3, {3: 2, 2: None})
+
+
+def test_the_header_shows_no_groups_when_there_are_none():
+    from accounts.domain.rules import groups_label
+
+    assert groups_label([]) == "[No Groups]"
+    assert groups_label(["Fibre", "Business"]) == "Business, Fibre"

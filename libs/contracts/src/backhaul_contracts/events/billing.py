@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from backhaul_contracts.common import ServiceRef
+from backhaul_contracts.common import Proration, ServiceRef
 from backhaul_contracts.envelope import Event, register
 from backhaul_contracts.topics import BILLING_COMMANDS, BILLING_EVENTS
 
@@ -55,6 +55,16 @@ class InvoiceIssued(_BillingEvent):
     final: bool = False
     disconnection_id: UUID | None = None
     debit_ids: list[int] = Field(default_factory=list)
+    bill_to_account_id: int | None = Field(
+        default=None, description="Who pays it: the parent for a child's recurring invoice"
+    )
+    parent_invoice_id: int | None = None
+    credit_total: Decimal | None = Field(
+        default=None, description="Credits shown on the invoice (a final invoice's proration)"
+    )
+    proration: Proration | None = Field(
+        default=None, description="A final invoice's resolved proration: none or credit_unused"
+    )
 
 
 @register

@@ -33,6 +33,7 @@ class EmailSent(_EmailEvent):
     event_type = "EmailSent"
 
     sent_at: datetime
+    message_id: str | None = None
 
 
 @register
@@ -42,3 +43,4 @@ class EmailRejected(_EmailEvent):
     rejected_at: datetime
     reason: str
     permanent: bool = True
+    invalid: bool = False  # the address cannot be delivered to (state Invalid, never sent)

@@ -25,6 +25,13 @@ class IpAssigned(_ProvisioningEvent):
     address: str
     pool_id: int | None = None
     assigned_at: datetime
+    assignee_kind: str = Field(
+        default="account",
+        description="account, inventory_item, radius_account or uninventoried_mac",
+    )
+    mac: str | None = None
+    radius_username: str | None = None
+    soft: bool = False
 
 
 @register
@@ -35,6 +42,9 @@ class IpReleased(_ProvisioningEvent):
     assignment_id: UUID
     address: str
     released_at: datetime
+    pool_id: int | None = None
+    assignee_kind: str = "account"
+    reason: str | None = Field(default=None, description="removed, moved, replaced, disconnected")
 
 
 @register
@@ -68,3 +78,5 @@ class AccountNetworkReleased(_ProvisioningEvent):
     released_at: datetime
     released_ips: list[ReleasedIp] = Field(default_factory=list)
     removed_list_entries: int = 0
+    removed_dhcp_reservations: int = 0
+    removed_radius_usernames: list[str] = Field(default_factory=list)

@@ -26,6 +26,13 @@ class ScheduledEventCreated(_SchedulerEvent):
     run_at: datetime
     created_by: str
     parameters: dict[str, Any] = Field(default_factory=dict)
+    note: str | None = None
+    vacation_id: UUID | None = Field(
+        default=None, description="The vacation this event belongs to, if any"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="Why the event may fail at its time, as foreseen"
+    )
 
 
 @register
@@ -37,6 +44,7 @@ class ScheduledEventCompleted(_SchedulerEvent):
     action: str
     completed_at: datetime
     result: dict[str, Any] = Field(default_factory=dict)
+    vacation_id: UUID | None = None
 
 
 @register
@@ -48,3 +56,21 @@ class ScheduledEventFailed(_SchedulerEvent):
     action: str
     failed_at: datetime
     reason: str
+    code: str | None = Field(
+        default=None,
+        description="The owner's failure code (not_found, conflict, invalid) or no_answer",
+    )
+    vacation_id: UUID | None = None
+
+
+@register
+class ScheduledEventCancelled(_SchedulerEvent):
+    event_type = "ScheduledEventCancelled"
+
+    scheduled_event_id: UUID
+    account_id: int
+    action: str
+    run_at: datetime
+    cancelled_at: datetime
+    cancelled_by: str
+    vacation_id: UUID | None = None

@@ -156,13 +156,13 @@ class EventConsumer:
         except (InvalidEventError, UnknownEventError) as exc:
             await self._dead_letter(record, exc, attempts=1)
             return Outcome.DEAD_LETTERED, "undecodable"
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            return Outcome.IGNORED, envelope.event_type
         span = trace.get_current_span()
         span.set_attribute("backhaul.event_id", str(envelope.event_id))
         span.set_attribute("backhaul.event_type", envelope.event_type)
         span.set_attribute("backhaul.account_id", envelope.subject)
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return Outcome.IGNORED, envelope.event_type
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return await self._handle_once(handler, event, envelope), envelope.event_type

@@ -9,11 +9,13 @@ from uuid import UUID
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -40,6 +42,21 @@ class AccountType(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+
+
+class AccountGroup(Base):
+    __tablename__ = "account_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+
+
+account_group_members = Table(
+    "account_group_members",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id"), primary_key=True),
+    Column("group_id", ForeignKey("account_groups.id"), primary_key=True),
+)
 
 
 class ServiceableAddress(Base):
@@ -81,6 +98,9 @@ class Account(Base):
     contacts: Mapped[list[Contact]] = relationship(
         lazy="selectin", order_by="Contact.id", back_populates="account"
     )
+    groups: Mapped[list[AccountGroup]] = relationship(
+        secondary=account_group_members, lazy="selectin", order_by="AccountGroup.name"
+    )
 
     __table_args__ = (Index("ix_accounts_status", "status_id"), Index("ix_accounts_name", "name"))
 
@@ -97,6 +117,31 @@ class Contact(Base):
     message_categories: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     account: Mapped[Account] = relationship(back_populates="contacts")
+
+
+class Note(Base):
+    __tablename__ = "account_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Task(Base):
+    __tablename__ = "account_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Disconnection(Base):
@@ -156,6 +201,7 @@ class Setting(Base):
 
 __all__ = [
     "Account",
+    "AccountGroup",
     "AccountLog",
     "AccountStatus",
     "AccountType",
@@ -163,7 +209,9 @@ __all__ = [
     "Contact",
     "Disconnection",
     "DisconnectionStep",
+    "Note",
     "ServiceableAddress",
     "Setting",
+    "Task",
     "UniqueConstraint",
 ]

@@ -90,3 +90,23 @@ def address_key(line1: str, city: str, postal_code: str | None, country: str) ->
     """One serviceable address, however it is spelt: case and spacing do not matter."""
     parts = [line1, city, postal_code or "", country]
     return "|".join(" ".join(part.lower().split()) for part in parts)
+
+
+def creates_cycle(child_id: int, parent_id: int, parent_of: dict[int, int | None]) -> bool:
+    """Would making `parent_id` the parent of `child_id` put an account among its ancestors?
+
+    `parent_of` maps each account on the proposed parent's chain of ancestors to its parent.
+    """
+    seen: set[int] = set()
+    current: int | None = parent_id
+    while current is not None:
+        if current == child_id or current in seen:
+            return True
+        seen.add(current)
+        current = parent_of.get(current)
+    return False
+
+
+def groups_label(names: list[str]) -> str:
+    """What the account header shows for its groups (seed 003)."""
+    return ", ".join(sorted(names)) if names else "[No Groups]"

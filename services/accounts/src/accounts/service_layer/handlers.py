@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from accounts.adapters.tables import (
     Account,
+    AccountGroup,
     AccountLog,
     AccountStatus,
     AccountType,
@@ -71,6 +72,7 @@ class CreateAccount:
     serviceable_address: NewAddress | None = None
     mailing_address: dict[str, Any] | None = None
     primary_contact: NewContact | None = None
+    group_ids: list[int] = field(default_factory=list)
     custom_fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -236,6 +238,18 @@ async def create_account(uow: UnitOfWork, command: CreateAccount, *, actor: str)
         )
         if command.id is not None:
             account.id = command.id
+        if command.group_ids:
+            groups = list(
+                (
+                    await session.scalars(
+                        select(AccountGroup).where(AccountGroup.id.in_(command.group_ids))
+                    )
+                ).all()
+            )
+            missing = sorted(set(command.group_ids) - {g.id for g in groups})
+            if missing:
+                raise NotFound(f"account group(s) {missing} not found")
+            account.groups = groups
         session.add(account)
         try:
             await session.flush()

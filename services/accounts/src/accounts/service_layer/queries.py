@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, or_, select
 
 from accounts.adapters.tables import (
     Account,
+    AccountGroup,
     AccountLog,
     AccountStatus,
     AccountType,
@@ -32,6 +35,7 @@ async def list_accounts(
     *,
     status_id: int | None = None,
     account_type_id: int | None = None,
+    group_id: int | None = None,
     activates: bool | None = None,
     q: str | None = None,
     limit: int = 50,
@@ -43,6 +47,8 @@ async def list_accounts(
             filters.append(Account.status_id == status_id)
         if account_type_id is not None:
             filters.append(Account.account_type_id == account_type_id)
+        if group_id is not None:
+            filters.append(Account.groups.any(AccountGroup.id == group_id))
         if activates is not None:
             filters.append(
                 Account.status_id.in_(
@@ -71,12 +77,25 @@ async def list_disconnections(uow: UnitOfWork, account_id: int) -> list[Disconne
 
 
 async def list_logs(
-    uow: UnitOfWork, account_id: int, *, action: str | None = None, limit: int = 100
+    uow: UnitOfWork,
+    account_id: int,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
 ) -> list[AccountLog]:
     async with uow:
         await get_account(uow, account_id)
         statement = select(AccountLog).where(AccountLog.account_id == account_id)
         if action:
             statement = statement.where(AccountLog.action == action)
+        if actor:
+            statement = statement.where(AccountLog.actor == actor)
+        if since:
+            statement = statement.where(AccountLog.at >= since)
+        if until:
+            statement = statement.where(AccountLog.at < until)
         rows = await uow.session.scalars(statement.order_by(AccountLog.id.desc()).limit(limit))
         return list(rows.all())

@@ -37,6 +37,22 @@ class StatusOut(_Out):
     is_default: bool
 
 
+class StatusPatch(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    activates_account: bool | None = None
+    icon: str | None = Field(default=None, min_length=1, max_length=50)
+    colour: str | None = Field(default=None, max_length=20)
+
+
+class GroupIn(_In):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class GroupOut(_Out):
+    id: int
+    name: str
+
+
 class AccountTypeIn(_In):
     name: str = Field(min_length=1, max_length=100)
 
@@ -72,6 +88,19 @@ class ContactIn(_In):
     message_categories: list[str] = Field(default_factory=list, max_length=20)
 
 
+class ContactCreate(ContactIn):
+    primary: bool = Field(
+        default=False, description="The first contact is primary anyway; a second is a 409"
+    )
+
+
+class ContactPatch(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=40)
+    message_categories: list[str] | None = Field(default=None, max_length=20)
+
+
 class ContactOut(_Out):
     id: int
     name: str
@@ -91,7 +120,21 @@ class AccountIn(_In):
     serviceable_address: AddressIn | None = None
     mailing_address: AddressIn | None = None
     primary_contact: ContactIn | None = None
+    group_ids: list[int] = Field(default_factory=list, max_length=50)
     custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
+
+
+class AccountPatch(_In):
+    """Only the fields sent are changed; `null` clears an optional one."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    account_type_id: int | None = None
+    parent_account_id: int | None = None
+    billing_day: int | None = Field(default=None, ge=1, le=28)
+    serviceable_address: AddressIn | None = None
+    mailing_address: AddressIn | None = None
+    group_ids: list[int] | None = Field(default=None, max_length=50)
+    custom_fields: dict[str, Any] | None = Field(default=None, max_length=100)
 
 
 class AccountOut(_Out):
@@ -104,6 +147,8 @@ class AccountOut(_Out):
     serviceable_address: AddressOut | None
     mailing_address: dict[str, Any] | None
     custom_fields: dict[str, Any]
+    groups: list[GroupOut]
+    groups_label: str = Field(description='What the header shows: names, or "[No Groups]"')
     contacts: list[ContactOut]
     created_at: datetime
     activated_at: datetime | None
@@ -156,6 +201,41 @@ class LogOut(_Out):
     actor: str
     action: str
     changes: dict[str, Any]
+
+
+class NoteIn(_In):
+    body: str = Field(min_length=1, max_length=10_000)
+
+
+class NoteOut(_Out):
+    id: int
+    body: str
+    author: str
+    created_at: datetime
+
+
+class TaskIn(_In):
+    title: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    assignee: str | None = Field(default=None, max_length=200)
+    due_at: datetime | None = None
+
+
+class TaskPatch(_In):
+    completed: bool | None = None
+    assignee: str | None = Field(default=None, max_length=200)
+
+
+class TaskOut(_Out):
+    id: int
+    title: str
+    description: str | None
+    assignee: str | None
+    due_at: datetime | None
+    completed: bool
+    completed_at: datetime | None
+    created_by: str
+    created_at: datetime
 
 
 class SettingsOut(BaseModel):

@@ -1,0 +1,1 @@
+"""The Backhaul operator CLI: dead letters, topic tails and disconnect progress."""

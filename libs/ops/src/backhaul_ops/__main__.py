@@ -1,0 +1,3 @@
+from backhaul_ops.cli import main
+
+main()

@@ -1,0 +1,27 @@
+"""The billing service's composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backhaul_kit.runtime import ServiceRuntime
+from billing.config import BillingSettings, get_settings
+from billing.entrypoints import consumers
+from billing.entrypoints.api.routes import router
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def bootstrap(settings: BillingSettings | None = None) -> ServiceRuntime:
+    runtime = ServiceRuntime(
+        settings or get_settings(),
+        title="Backhaul billing",
+        description=(
+            "Service catalogue, account services, transactions, invoices, balances, "
+            "billing runs and the final invoice of a disconnect."
+        ),
+        migrations_dir=MIGRATIONS,
+    )
+    runtime.include_router(router)
+    consumers.register(runtime.consumer)
+    return runtime

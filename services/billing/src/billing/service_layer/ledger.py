@@ -1,0 +1,365 @@
+"""The ledger's building blocks, shared by the handlers: they run inside a handler's open
+unit of work and never commit. Debits, credits, credit applications and invoices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import func, select
+
+from backhaul_contracts.common import Proration
+from backhaul_contracts.events import billing as events
+from backhaul_kit.errors import Conflict, NotFound
+from backhaul_kit.unit_of_work import UnitOfWork
+from billing.adapters.tables import (
+    AccountService,
+    BillingAccount,
+    CreditApplication,
+    Invoice,
+    Service,
+    Setting,
+    Transaction,
+)
+from billing.domain import rules
+from billing.domain.rules import ZERO, Period, TransactionType
+
+UNKNOWN_ACCOUNT = (
+    "billing does not know account {id} (yet): it learns of accounts from their "
+    "AccountCreated event"
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite gives timestamps back naive; they were stored as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# -- lookups ------------------------------------------------------------------------------
+
+
+async def get_account(
+    uow: UnitOfWork, account_id: int, *, for_update: bool = False
+) -> BillingAccount:
+    statement = select(BillingAccount).where(BillingAccount.id == account_id)
+    if for_update and not uow.db.is_sqlite:
+        # SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs the row lock
+        # so two concurrent additions cannot both see "no data service yet".
+        statement = statement.with_for_update()
+    account = (await uow.session.execute(statement)).scalar_one_or_none()
+    if account is None:
+        raise NotFound(UNKNOWN_ACCOUNT.format(id=account_id))
+    return account
+
+
+async def get_service(uow: UnitOfWork, service_id: int) -> Service:
+    service = await uow.session.get(Service, service_id)
+    if service is None:
+        raise NotFound(f"service {service_id} not found")
+    return service
+
+
+async def get_invoice(uow: UnitOfWork, invoice_id: int) -> Invoice:
+    invoice = await uow.session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise NotFound(f"invoice {invoice_id} not found")
+    return invoice
+
+
+async def setting(uow: UnitOfWork, key: str) -> str:
+    row = await uow.session.get(Setting, key)
+    return row.value if row is not None else rules.DEFAULT_SETTINGS[key]
+
+
+async def global_proration(uow: UnitOfWork) -> Proration:
+    return Proration(await setting(uow, rules.SETTING_PRORATION))
+
+
+async def active_services(uow: UnitOfWork, account_id: int) -> list[AccountService]:
+    rows = await uow.session.scalars(
+        select(AccountService)
+        .where(AccountService.account_id == account_id, AccountService.removed_at.is_(None))
+        .order_by(AccountService.id)
+    )
+    return list(rows.unique().all())
+
+
+# -- debits and credits -------------------------------------------------------------------
+
+
+async def tax_rate_for(
+    uow: UnitOfWork, account: BillingAccount, service: Service | None
+) -> Decimal:
+    default = Decimal(await setting(uow, rules.SETTING_DEFAULT_TAX_RATE))
+    return rules.applicable_rate(
+        service.tax_rate if service else None,
+        account.tax_rate,
+        default,
+        tax_exempt=account.tax_exempt,
+    )
+
+
+async def record_debit(
+    uow: UnitOfWork,
+    account: BillingAccount,
+    *,
+    amount: Decimal,
+    description: str,
+    actor: str,
+    service: Service | None = None,
+    account_service: AccountService | None = None,
+    quantity: int | None = None,
+    period: tuple[date, date] | None = None,
+) -> Transaction:
+    """A charge, taxed at the account's applicable rate (shown on the debit)."""
+    rate = await tax_rate_for(uow, account, service)
+    debit = Transaction(
+        account_id=account.id,
+        type=TransactionType.DEBIT.value,
+        amount=amount,
+        tax=rules.tax_on(amount, rate),
+        tax_rate=rate,
+        currency=service.currency if service else account.currency,
+        description=description,
+        service_id=service.id if service else None,
+        account_service_id=account_service.id if account_service else None,
+        quantity=quantity,
+        period_start=period[0] if period else None,
+        period_end=period[1] if period else None,
+        created_at=now(),
+        created_by=actor,
+    )
+    uow.session.add(debit)
+    await uow.session.flush()
+    return debit
+
+
+async def record_credit(
+    uow: UnitOfWork,
+    account: BillingAccount,
+    *,
+    type_: TransactionType,
+    amount: Decimal,
+    description: str,
+    actor: str,
+    tax: Decimal = ZERO,
+    **fields: object,
+) -> Transaction:
+    credit = Transaction(
+        account_id=account.id,
+        type=type_.value,
+        amount=amount,
+        tax=tax,
+        currency=account.currency,
+        description=description,
+        created_at=now(),
+        created_by=actor,
+        **fields,
+    )
+    uow.session.add(credit)
+    await uow.session.flush()
+    return credit
+
+
+def total_of(transaction: Transaction) -> Decimal:
+    return transaction.amount + transaction.tax
+
+
+async def applied_from(uow: UnitOfWork, credit_id: int) -> Decimal:
+    value = await uow.session.scalar(
+        select(func.coalesce(func.sum(CreditApplication.amount), 0)).where(
+            CreditApplication.credit_id == credit_id, CreditApplication.removed_at.is_(None)
+        )
+    )
+    return Decimal(value or 0).quantize(Decimal("0.01"))
+
+
+async def paid_on(uow: UnitOfWork, invoice_id: int) -> Decimal:
+    value = await uow.session.scalar(
+        select(func.coalesce(func.sum(CreditApplication.amount), 0)).where(
+            CreditApplication.invoice_id == invoice_id, CreditApplication.removed_at.is_(None)
+        )
+    )
+    return Decimal(value or 0).quantize(Decimal("0.01"))
+
+
+async def available_of(uow: UnitOfWork, credit: Transaction) -> Decimal:
+    """What is left of a credit to apply. An invoice-line credit is consumed by its invoice."""
+    if credit.reversed or credit.invoice_id is not None:
+        return ZERO
+    return total_of(credit) - await applied_from(uow, credit.id)
+
+
+async def available_credits(uow: UnitOfWork, account_id: int) -> list[tuple[Transaction, Decimal]]:
+    """The account's credits with something left to apply, oldest first."""
+    rows = await uow.session.scalars(
+        select(Transaction)
+        .where(
+            Transaction.account_id == account_id,
+            Transaction.type.in_([t.value for t in rules.CREDIT_TYPES]),
+            Transaction.reversed.is_(False),
+            Transaction.invoice_id.is_(None),
+        )
+        .order_by(Transaction.id)
+    )
+    out = []
+    for credit in rows.all():
+        left = await available_of(uow, credit)
+        if left > 0:
+            out.append((credit, left))
+    return out
+
+
+async def remaining_on(uow: UnitOfWork, invoice: Invoice) -> Decimal:
+    if invoice.void:
+        return ZERO
+    return invoice.total - await paid_on(uow, invoice.id)
+
+
+def apply(uow: UnitOfWork, credit: Transaction, invoice: Invoice, amount: Decimal) -> None:
+    uow.session.add(
+        CreditApplication(
+            credit_id=credit.id, invoice_id=invoice.id, amount=amount, applied_at=now()
+        )
+    )
+
+
+async def apply_available_credits(
+    uow: UnitOfWork, payer_id: int, *, only: Invoice | None = None, limit: Decimal | None = None
+) -> Decimal:
+    """Pay the payer's open invoices (oldest first, never frozen or void ones) from its
+    available credits (oldest first). Returns how much was applied."""
+    if only is not None:
+        invoices = [only]
+    else:
+        invoices = list(
+            (
+                await uow.session.scalars(
+                    select(Invoice)
+                    .where(
+                        Invoice.bill_to_account_id == payer_id,
+                        Invoice.void.is_(False),
+                        Invoice.frozen.is_(False),
+                    )
+                    .order_by(Invoice.invoice_date, Invoice.id)
+                )
+            ).all()
+        )
+    credits = await available_credits(uow, payer_id)
+    applied = ZERO
+    for invoice in invoices:
+        remaining = await remaining_on(uow, invoice)
+        while remaining > 0 and credits and (limit is None or applied < limit):
+            credit, left = credits[0]
+            amount = min(left, remaining)
+            if limit is not None:
+                amount = min(amount, limit - applied)
+            apply(uow, credit, invoice, amount)
+            applied += amount
+            remaining -= amount
+            if left == amount:
+                credits.pop(0)
+            else:
+                credits[0] = (credit, left - amount)
+    await uow.session.flush()
+    return applied
+
+
+# -- invoices -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvoiceDraft:
+    debits: Sequence[Transaction]
+    line_credits: Sequence[Transaction] = ()
+    period: Period | None = None
+    final: bool = False
+    manual: bool = False
+    disconnection_id: UUID | None = None
+    bill_to_account_id: int | None = None
+    parent_invoice_id: int | None = None
+    billing_run_id: int | None = None
+    invoice_date: date | None = None
+    proration: Proration | None = None
+
+
+async def issue_invoice(uow: UnitOfWork, account: BillingAccount, draft: InvoiceDraft) -> Invoice:
+    """Create an invoice of the given debits (and invoice-line credits), apply the payer's
+    available credits to it, and emit InvoiceIssued."""
+    issued = now()
+    invoice_date = draft.invoice_date or issued.date()
+    due_days = int(await setting(uow, rules.SETTING_DUE_DAYS))
+    credit_total = sum((total_of(c) for c in draft.line_credits), ZERO)
+    total = sum((total_of(d) for d in draft.debits), ZERO) - credit_total
+    invoice = Invoice(
+        account_id=account.id,
+        bill_to_account_id=draft.bill_to_account_id or account.id,
+        parent_invoice_id=draft.parent_invoice_id,
+        issued_at=issued,
+        invoice_date=invoice_date,
+        due_date=invoice_date + timedelta(days=due_days),
+        period_start=draft.period.start if draft.period else None,
+        period_end=draft.period.end if draft.period else None,
+        currency=account.currency,
+        total=total,
+        final=draft.final,
+        manual=draft.manual,
+        disconnection_id=draft.disconnection_id,
+        billing_run_id=draft.billing_run_id,
+    )
+    uow.session.add(invoice)
+    await uow.session.flush()
+    invoice.number = rules.invoice_number(invoice.id)
+    for transaction in (*draft.debits, *draft.line_credits):
+        transaction.invoice_id = invoice.id
+    await uow.session.flush()
+    await apply_available_credits(uow, invoice.bill_to_account_id, only=invoice)
+    await uow.emit(
+        events.InvoiceIssued(
+            account_id=account.id,
+            invoice_id=invoice.id,
+            number=invoice.number,
+            total=invoice.total,
+            currency=invoice.currency,
+            issued_at=issued,
+            due_date=invoice.due_date,
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            final=invoice.final,
+            disconnection_id=invoice.disconnection_id,
+            debit_ids=[d.id for d in draft.debits],
+            bill_to_account_id=invoice.bill_to_account_id,
+            parent_invoice_id=invoice.parent_invoice_id,
+            credit_total=credit_total,
+            proration=draft.proration,
+        ),
+        subject=account.id,
+    )
+    return invoice
+
+
+async def uninvoiced_debits(uow: UnitOfWork, account_id: int) -> list[Transaction]:
+    rows = await uow.session.scalars(
+        select(Transaction)
+        .where(
+            Transaction.account_id == account_id,
+            Transaction.type == TransactionType.DEBIT.value,
+            Transaction.invoice_id.is_(None),
+        )
+        .order_by(Transaction.id)
+    )
+    return list(rows.all())
+
+
+def refuse_if_locked(invoice: Invoice, action: str) -> None:
+    if invoice.void:
+        raise Conflict(f"invoice {invoice.number} is void and locked: cannot {action}")
+    if invoice.frozen:
+        raise Conflict(f"invoice {invoice.number} is frozen: unfreeze it to {action}")

@@ -1,0 +1,23 @@
+import pytest
+
+from backhaul_kit.testing import running
+from billing.bootstrap import bootstrap
+from billing.config import BillingSettings
+
+
+@pytest.fixture
+def settings(database_url, kafka_bootstrap, topic_prefix) -> BillingSettings:
+    return BillingSettings(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_prefix=topic_prefix,
+        kafka_topic_partitions=2,
+        consumer_retry_backoff_seconds=0.01,
+    )
+
+
+@pytest.fixture
+async def service(settings):
+    runtime = bootstrap(settings)
+    async with running(runtime) as client:
+        yield runtime, client

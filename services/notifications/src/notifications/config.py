@@ -1,0 +1,60 @@
+"""Settings of the notifications service."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from backhaul_kit.config import ServiceSettings
+from notifications.domain.delivery import address_problem
+
+
+class NotificationsSettings(ServiceSettings):
+    service_name: str = "notifications"
+    http_port: int = 8005
+
+    # The SMTP relay every email goes through (the development mail sink by default).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: bool = Field(default=False, description="Implicit TLS from the first byte (465)")
+    smtp_starttls: bool = Field(default=False, description="Upgrade with STARTTLS (587)")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="PEM bundle to trust for the relay's certificate (private CA)"
+    )
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    mail_from: str = "Backhaul <noreply@backhaul.local>"
+
+    # Where staff-facing messages (a scheduled event failed) go; None switches them off.
+    staff_email: str | None = "staff@backhaul.local"
+
+    # Delivery: temporary (4xx) rejections are retried with exponential backoff.
+    email_max_attempts: int = Field(default=5, ge=1)
+    email_retry_backoff_seconds: float = Field(default=60.0, ge=0)
+    email_retry_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    email_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    email_batch_size: int = Field(default=50, ge=1)
+    # A send that started this long ago and never recorded its outcome belongs to a worker
+    # that died mid-send; it is not sent again (at most once).
+    email_send_lease_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("staff_email")
+    @classmethod
+    def _deliverable_staff_email(cls, value: str | None) -> str | None:
+        if value is not None and (problem := address_problem(value)) is not None:
+            raise ValueError(f"STAFF_EMAIL {value!r}: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> "NotificationsSettings":
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("choose SMTP_TLS (implicit TLS) or SMTP_STARTTLS, not both")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD go together")
+        return self
+
+
+@lru_cache
+def get_settings() -> NotificationsSettings:
+    return NotificationsSettings()

@@ -1,0 +1,111 @@
+"""Email delivery rules: states, how an SMTP reply is classified, retry timing, identities.
+
+Pure: no I/O. The dispatcher (service_layer/delivery.py) applies these to real SMTP replies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from uuid import UUID, uuid5
+
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+
+# A fixed namespace so an email's id (and its Message-ID) follows from its idempotency key.
+EMAIL_NAMESPACE = UUID("7b7c8a0e-4a0f-4b9e-9a53-0d0b8d1f6c21")
+
+
+class EmailState(StrEnum):
+    """Seed 003, Correspondence: the states an email shows on the account."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+
+
+class Verdict(StrEnum):
+    """What one delivery attempt came to."""
+
+    SENT = "sent"
+    TEMPORARY = "temporary"  # 4xx: try again later
+    PERMANENT = "permanent"  # 5xx: never retried
+    INVALID = "invalid"  # the address itself cannot be delivered to
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The SMTP server's answer to one attempt (code 0: no answer, the relay was unreachable)."""
+
+    code: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.message}".strip() if self.code else self.message
+
+
+# RFC 3463 enhanced codes that mean the address is malformed rather than refused.
+_INVALID_ADDRESS_CODES = re.compile(r"\b5\.1\.(3|6|7)\b")
+
+
+def classify(reply: Reply) -> Verdict:
+    """Map an SMTP reply to a verdict: 2xx sent, 4xx temporary, 5xx permanent or invalid."""
+    if 200 <= reply.code < 300:
+        return Verdict.SENT
+    if 500 <= reply.code < 600:
+        if reply.code in (501, 553) or _INVALID_ADDRESS_CODES.search(reply.message):
+            return Verdict.INVALID
+        return Verdict.PERMANENT
+    # 4xx, and no reply at all (connection refused, timeout): the relay may answer later.
+    return Verdict.TEMPORARY
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` cannot be delivered to, or None if it looks deliverable.
+
+    Site-local names (`staff@isp.local`, `noc@localhost`) are refused by public-internet
+    rules but a private relay delivers them, so for those only the syntax is checked.
+    """
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        local, _, domain = address.rpartition("@")
+        domain = domain.lower()
+        site_local = any(domain == d or domain.endswith(f".{d}") for d in SPECIAL_USE_DOMAIN_NAMES)
+        if not (local and site_local and _HOSTNAME.fullmatch(domain)):
+            return str(exc)
+        try:
+            validate_email(f"{local}@example.com", check_deliverability=False)
+        except EmailNotValidError as local_exc:
+            return str(local_exc)
+    return None
+
+
+def retry_delay(attempt: int, *, base_seconds: float, max_seconds: float) -> timedelta:
+    """Exponential backoff after the `attempt`-th temporary rejection (1-based), capped."""
+    return timedelta(seconds=min(base_seconds * 2 ** (attempt - 1), max_seconds))
+
+
+def should_retry(attempts: int, max_attempts: int) -> bool:
+    """After `attempts` temporary rejections, is another attempt allowed?"""
+    return attempts < max_attempts
+
+
+def idempotency_key(trigger_event_id: UUID, recipient: str) -> str:
+    """At most one email per triggering event and recipient: this is its identity."""
+    return f"{trigger_event_id}:{recipient.lower()}"
+
+
+def email_id_for(key: str) -> UUID:
+    return uuid5(EMAIL_NAMESPACE, key)
+
+
+def message_id_for(email_id: UUID, mail_from: str) -> str:
+    """A deterministic Message-ID, so a receiving system can spot a duplicate too."""
+    domain = mail_from.rpartition("@")[2].rstrip(">").strip() or "backhaul.local"
+    return f"<{email_id}@{domain}>"

@@ -1,0 +1,313 @@
+"""The dispatcher: sends queued email at most once per row, outside any transaction.
+
+For each due row it (1) claims it in its own committed transaction (`sending_since`,
+`attempts + 1`), (2) talks SMTP with no transaction open, (3) records the outcome in another
+transaction and emits EmailSent / EmailRejected. A row whose claim is older than the send
+lease belongs to a worker that died between sending and recording: whether the message left
+is unknown, so it is NOT sent again but closed as Rejected with that reason.
+Several replicas may run this loop: the claim is a conditional UPDATE, so one wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import structlog
+from opentelemetry.trace import SpanKind
+from sqlalchemy import select, update
+
+from backhaul_contracts.events.notifications import EmailRejected, EmailSent
+from backhaul_kit.context import flow
+from backhaul_kit.telemetry import context_from_headers, tracer
+from backhaul_kit.unit_of_work import UnitOfWork
+from notifications.adapters.smtp import Mailer, compose
+from notifications.adapters.tables import Email
+from notifications.domain.delivery import (
+    EmailState,
+    Reply,
+    Verdict,
+    classify,
+    retry_delay,
+    should_retry,
+)
+
+log = structlog.get_logger(__name__)
+
+OUTCOME_UNKNOWN = (
+    "delivery outcome unknown: the worker stopped while sending; "
+    "not sent again so the recipient never gets it twice"
+)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    mail_from: str
+    max_attempts: int = 5
+    backoff_seconds: float = 60.0
+    backoff_max_seconds: float = 3600.0
+    send_lease: timedelta = timedelta(minutes=5)
+    batch_size: int = 50
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A snapshot of a claimed row: what the send needs, with no session attached."""
+
+    id: UUID
+    account_id: int
+    recipient: str
+    subject: str
+    body: str
+    message_id: str
+    idempotency_key: str
+    queued_at: datetime
+    attempts: int
+    trigger_event_id: UUID
+    correlation_id: UUID | None
+    trace_headers: dict[str, str]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        mailer: Mailer,
+        policy: DeliveryPolicy,
+        *,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.mailer = mailer
+        self.policy = policy
+        self.clock = clock
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def run(self, poll_interval: float) -> None:
+        """The worker's loop: deliver what is due, then wait for a wake-up or the next poll."""
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception as exc:  # a bad row or a database blip must not stop delivery
+                log.exception("email_dispatch_failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), poll_interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+
+    async def deliver_due(self) -> int:
+        """Close abandoned sends, then attempt every due email once; returns how many."""
+        await self.close_abandoned()
+        attempted = 0
+        for email_id in await self._due():
+            claimed = await self.claim(email_id)
+            if claimed is None:
+                continue  # another replica took it
+            with tracer().start_as_current_span(
+                "email send",
+                context=context_from_headers(claimed.trace_headers),
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "backhaul.email_id": str(claimed.id),
+                    "backhaul.attempt": claimed.attempts,
+                },
+            ) as span:
+                reply = await self.send(claimed)
+                span.set_attribute("smtp.reply_code", reply.code)
+                await self.record(claimed, reply)
+            attempted += 1
+        return attempted
+
+    async def _due(self) -> list[UUID]:
+        uow = self.uow_factory()
+        async with uow:
+            rows = await uow.session.scalars(
+                select(Email.id)
+                .where(
+                    Email.state == EmailState.QUEUED.value,
+                    Email.sending_since.is_(None),
+                    Email.next_attempt_at <= self.clock(),
+                )
+                .order_by(Email.next_attempt_at)
+                .limit(self.policy.batch_size)
+            )
+            return list(rows.all())
+
+    async def claim(self, email_id: UUID) -> Claimed | None:
+        """Mark the row as being sent, and commit that, before any SMTP traffic."""
+        uow = self.uow_factory()
+        async with uow:
+            result = await uow.session.execute(
+                update(Email)
+                .where(
+                    Email.id == email_id,
+                    Email.state == EmailState.QUEUED.value,
+                    Email.sending_since.is_(None),
+                )
+                .values(sending_since=self.clock(), attempts=Email.attempts + 1)
+            )
+            if result.rowcount != 1:
+                return None
+            email = (
+                await uow.session.execute(
+                    select(Email)
+                    .where(Email.id == email_id)
+                    .execution_options(populate_existing=True)
+                )
+            ).scalar_one()
+            return Claimed(
+                id=email.id,
+                account_id=email.account_id,
+                recipient=email.recipient,
+                subject=email.subject,
+                body=email.body,
+                message_id=email.message_id,
+                idempotency_key=email.idempotency_key,
+                queued_at=email.queued_at,
+                attempts=email.attempts,
+                trigger_event_id=email.trigger_event_id,
+                correlation_id=email.correlation_id,
+                trace_headers=dict(email.trace_headers or {}),
+            )
+
+    async def send(self, claimed: Claimed) -> Reply:
+        """The SMTP conversation; no database transaction is open here."""
+        message = compose(
+            mail_from=self.policy.mail_from,
+            recipient=claimed.recipient,
+            subject=claimed.subject,
+            body=claimed.body,
+            message_id=claimed.message_id,
+            idempotency_key=claimed.idempotency_key,
+            queued_at=claimed.queued_at,
+        )
+        return await self.mailer.send(message, claimed.recipient)
+
+    async def record(self, claimed: Claimed, reply: Reply) -> EmailState:
+        """Store the attempt's outcome and emit its event; returns the row's state."""
+        with flow(claimed.correlation_id, claimed.trigger_event_id):
+            return await self._record(claimed, reply)
+
+    async def _record(self, claimed: Claimed, reply: Reply) -> EmailState:
+        uow = self.uow_factory()
+        async with uow:
+            email = await uow.session.get(Email, claimed.id, populate_existing=True)
+            assert email is not None
+            if email.state != EmailState.QUEUED.value or email.sending_since is None:
+                # Closed meanwhile (its lease ran out): that outcome stands, emit nothing more.
+                log.warning("email_outcome_too_late", email_id=str(email.id), reply=str(reply))
+                return EmailState(email.state)
+            now = self.clock()
+            email.sending_since = None
+            if reply.code == 0:
+                # The relay, not the recipient, failed: this attempt does not count.
+                email.attempts = max(email.attempts - 1, 0)
+                email.reject_reason = str(reply)
+                email.next_attempt_at = now + retry_delay(
+                    1,
+                    base_seconds=self.policy.backoff_seconds,
+                    max_seconds=self.policy.backoff_max_seconds,
+                )
+                return EmailState.QUEUED
+            verdict = classify(reply)
+            if verdict is Verdict.SENT:
+                email.state = EmailState.SENT.value
+                email.sent_at = now
+                email.next_attempt_at = None
+                await uow.emit(
+                    EmailSent(**_common(email), sent_at=now, message_id=email.message_id),
+                    subject=email.account_id,
+                )
+                log.info("email_sent", email_id=str(email.id), attempts=email.attempts)
+                return EmailState.SENT
+            if verdict is Verdict.TEMPORARY and should_retry(
+                email.attempts, self.policy.max_attempts
+            ):
+                email.reject_reason = str(reply)
+                email.next_attempt_at = now + retry_delay(
+                    email.attempts,
+                    base_seconds=self.policy.backoff_seconds,
+                    max_seconds=self.policy.backoff_max_seconds,
+                )
+                log.info(
+                    "email_deferred",
+                    email_id=str(email.id),
+                    attempts=email.attempts,
+                    reply=str(reply),
+                    next_attempt_at=email.next_attempt_at.isoformat(),
+                )
+                return EmailState.QUEUED
+            state = EmailState.INVALID if verdict is Verdict.INVALID else EmailState.REJECTED
+            reason = str(reply)
+            if verdict is Verdict.TEMPORARY:
+                reason = f"{reason} (gave up after {email.attempts} attempts)"
+            await self._reject(
+                uow, email, state, reason, permanent=verdict is not Verdict.TEMPORARY
+            )
+            return state
+
+    async def close_abandoned(self) -> int:
+        """Rows claimed longer ago than the lease: their worker died mid-send. Never resend."""
+        uow = self.uow_factory()
+        async with uow:
+            cutoff = self.clock() - self.policy.send_lease
+            rows = list(
+                await uow.session.scalars(
+                    select(Email).where(
+                        Email.state == EmailState.QUEUED.value,
+                        Email.sending_since.is_not(None),
+                        Email.sending_since < cutoff,
+                    )
+                )
+            )
+            for email in rows:
+                email.sending_since = None
+                with flow(email.correlation_id, email.trigger_event_id):
+                    await self._reject(
+                        uow, email, EmailState.REJECTED, OUTCOME_UNKNOWN, permanent=True
+                    )
+            return len(rows)
+
+    async def _reject(
+        self, uow: UnitOfWork, email: Email, state: EmailState, reason: str, *, permanent: bool
+    ) -> None:
+        now = self.clock()
+        email.state = state.value
+        email.reject_reason = reason
+        email.rejected_at = now
+        email.next_attempt_at = None
+        await uow.emit(
+            EmailRejected(
+                **_common(email),
+                rejected_at=now,
+                reason=reason,
+                permanent=permanent,
+                invalid=state is EmailState.INVALID,
+            ),
+            subject=email.account_id,
+        )
+        log.warning("email_rejected", email_id=str(email.id), state=state.value, reason=reason)
+
+
+def _common(email: Email) -> dict[str, object]:
+    return {
+        "account_id": email.account_id,
+        "email_id": email.id,
+        "recipient": email.recipient,
+        "subject": email.subject,
+        "trigger_event_type": email.trigger_event_type,
+        "trigger_event_id": email.trigger_event_id,
+        "disconnection_id": email.disconnection_id,
+    }

@@ -1,0 +1,379 @@
+"""Notifications' handlers: triggers (configuration) and reactions to events.
+
+Reacting to an event only QUEUES email, in the event's own inbox transaction: the row is
+committed as Queued before any SMTP traffic. Sending is the dispatcher's job
+(service_layer/delivery.py), outside any database transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy import event as orm_event
+from sqlalchemy import func, select
+
+from backhaul_contracts import Envelope, Event
+from backhaul_contracts.events import accounts as account_events
+from backhaul_contracts.events.notifications import EmailQueued, EmailRejected
+from backhaul_kit.errors import Conflict, InvalidInput, NotFound
+from backhaul_kit.telemetry import current_trace_headers
+from backhaul_kit.unit_of_work import UnitOfWork
+from notifications.adapters.tables import AccountReplica, Email, Trigger
+from notifications.domain import templates
+from notifications.domain.delivery import (
+    EmailState,
+    address_problem,
+    email_id_for,
+    idempotency_key,
+    message_id_for,
+)
+from notifications.domain.triggers import (
+    Audience,
+    ContactView,
+    TriggerProblem,
+    check_conditions,
+    conditions_hold,
+    event_fields,
+    recipients,
+)
+from notifications.service_layer import replica
+
+log = structlog.get_logger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- triggers (configuration) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    name: str
+    event_type: str
+    subject_template: str
+    body_template: str
+    audience: Audience = Audience.PRIMARY_CONTACT
+    conditions: dict[str, Any] | None = None
+    category: str | None = None
+    enabled: bool = True
+
+
+def validate_trigger(spec: TriggerSpec) -> None:
+    """Refuse, naming it, an unknown event type or field, or a template that cannot work."""
+    try:
+        fields = event_fields(spec.event_type)
+        check_conditions(spec.event_type, spec.conditions or {})
+        templates.check(spec.subject_template, event_fields=fields, what="subject_template")
+        templates.check(spec.body_template, event_fields=fields, what="body_template")
+    except (TriggerProblem, templates.TemplateProblem) as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+async def get_trigger(uow: UnitOfWork, trigger_id: int) -> Trigger:
+    trigger = await uow.session.get(Trigger, trigger_id)
+    if trigger is None:
+        raise NotFound(f"trigger {trigger_id} not found")
+    return trigger
+
+
+async def _refuse_taken_name(uow: UnitOfWork, name: str, *, other_than: int | None = None) -> None:
+    statement = select(func.count()).select_from(Trigger).where(Trigger.name == name)
+    if other_than is not None:
+        statement = statement.where(Trigger.id != other_than)
+    if await uow.session.scalar(statement):
+        raise Conflict(f"a trigger named {name!r} already exists")
+
+
+async def create_trigger(uow: UnitOfWork, spec: TriggerSpec) -> Trigger:
+    """Add a trigger after checking its event type, conditions and templates."""
+    validate_trigger(spec)
+    async with uow:
+        await _refuse_taken_name(uow, spec.name)
+        now = _now()
+        trigger = Trigger(
+            name=spec.name,
+            event_type=spec.event_type,
+            conditions=spec.conditions or {},
+            audience=spec.audience.value,
+            category=spec.category,
+            subject_template=spec.subject_template,
+            body_template=spec.body_template,
+            enabled=spec.enabled,
+            shipped=False,
+            created_at=now,
+            updated_at=now,
+        )
+        uow.session.add(trigger)
+        await uow.session.flush()
+        return trigger
+
+
+async def update_trigger(uow: UnitOfWork, trigger_id: int, changes: dict[str, Any]) -> Trigger:
+    """Change some of a trigger's fields; the result is validated as a whole."""
+    async with uow:
+        trigger = await get_trigger(uow, trigger_id)
+        merged = {
+            "name": trigger.name,
+            "event_type": trigger.event_type,
+            "subject_template": trigger.subject_template,
+            "body_template": trigger.body_template,
+            "audience": Audience(trigger.audience),
+            "conditions": trigger.conditions,
+            "category": trigger.category,
+            "enabled": trigger.enabled,
+        } | changes
+        spec = TriggerSpec(**merged)
+        validate_trigger(spec)
+        await _refuse_taken_name(uow, spec.name, other_than=trigger_id)
+        trigger.name = spec.name
+        trigger.event_type = spec.event_type
+        trigger.subject_template = spec.subject_template
+        trigger.body_template = spec.body_template
+        trigger.audience = spec.audience.value
+        trigger.conditions = spec.conditions or {}
+        trigger.category = spec.category
+        trigger.enabled = spec.enabled
+        trigger.updated_at = _now()
+        await uow.session.flush()
+        return trigger
+
+
+async def delete_trigger(uow: UnitOfWork, trigger_id: int) -> None:
+    """Remove a trigger; emails it already queued or sent stay in the log."""
+    async with uow:
+        await uow.session.delete(await get_trigger(uow, trigger_id))
+
+
+# -- reactions to events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mailing:
+    """What the handlers need to know about where mail goes."""
+
+    staff_email: str | None
+    mail_from: str
+    on_queued: Callable[[], None] = lambda: None
+
+
+async def _update_replica(event: Event, uow: UnitOfWork) -> None:
+    if isinstance(event, account_events.AccountCreated):
+        await replica.upsert_account(
+            uow, event.account_id, name=event.name, parent_account_id=event.parent_account_id
+        )
+        if event.primary_contact is not None:
+            await replica.upsert_contact(uow, event.account_id, event.primary_contact)
+    elif isinstance(event, account_events.AccountUpdated):
+        await replica.upsert_account(
+            uow, event.account_id, name=event.name, parent_account_id=event.parent_account_id
+        )
+    elif isinstance(event, account_events.ContactChanged):
+        await replica.upsert_account(
+            uow,
+            event.account_id,
+            name=event.account_name,
+            parent_account_id=event.parent_account_id,
+        )
+        if event.removed:
+            await replica.remove_contact(uow, event.contact.contact_id)
+        else:
+            await replica.upsert_contact(uow, event.account_id, event.contact)
+    elif isinstance(event, account_events.AccountDisconnected):
+        await replica.upsert_account(
+            uow,
+            event.account_id,
+            name=event.account_name,
+            parent_account_id=event.parent_account_id,
+        )
+        if event.primary_contact is not None:
+            await replica.upsert_contact(uow, event.account_id, event.primary_contact)
+    elif isinstance(event, account_events.AccountStatusChanged):
+        known = await uow.session.get(AccountReplica, event.account_id)
+        await replica.upsert_account(
+            uow,
+            event.account_id,
+            name=known.name if known else None,
+            parent_account_id=event.parent_account_id,
+        )
+
+
+def _account_id(event: Event, envelope: Envelope) -> int | None:
+    value = getattr(event, "account_id", None)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(envelope.subject)
+    except ValueError:
+        return None
+
+
+async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing: Mailing) -> None:
+    """Keep the replica current, then queue what the enabled triggers for this event say."""
+    await _update_replica(event, uow)
+    account_id = _account_id(event, envelope)
+    if account_id is None:
+        log.warning("event_without_account", event_type=envelope.event_type)
+        return
+    matching = [
+        t
+        for t in await uow.session.scalars(
+            select(Trigger)
+            .where(Trigger.event_type == envelope.event_type, Trigger.enabled.is_(True))
+            .order_by(Trigger.id)
+        )
+        if conditions_hold(t.conditions or {}, envelope.payload)
+    ]
+    if not matching:
+        return
+    account = await uow.session.get(AccountReplica, account_id)
+    payload_name = getattr(event, "account_name", None) or getattr(event, "name", None)
+    parent_id = account.parent_account_id if account else getattr(event, "parent_account_id", None)
+    account_vars = {
+        "id": account_id,
+        "name": account.name if account else (payload_name or f"Account {account_id}"),
+        "parent_account_id": parent_id,
+    }
+    # Child accounts get no triggered messages of their own: their parent's contacts do.
+    mail_account_id = parent_id if parent_id is not None else account_id
+    contacts = await replica.contacts_of(uow, mail_account_id)
+    done: set[str] = set()  # one message per event and recipient, the first trigger wins
+    for trigger in matching:
+        audience = Audience(trigger.audience)
+        if audience is Audience.STAFF:
+            if mailing.staff_email is None:
+                log.info("staff_email_not_configured", trigger=trigger.name)
+                continue
+            targets = [ContactView(0, "Staff", mailing.staff_email, is_primary=False)]
+        else:
+            targets = recipients(audience, trigger.category, contacts)
+        if not any(t.email for t in targets):
+            log.info(
+                "no_recipient",
+                trigger=trigger.name,
+                account_id=account_id,
+                event_type=envelope.event_type,
+                event_id=str(envelope.event_id),
+            )
+            continue
+        for contact in targets:
+            if not contact.email or contact.email.lower() in done:
+                continue
+            done.add(contact.email.lower())
+            await _queue(
+                uow,
+                trigger,
+                envelope,
+                event,
+                contact,
+                account_vars,
+                account_id=mail_account_id,
+                mailing=mailing,
+            )
+
+
+async def _queue(
+    uow: UnitOfWork,
+    trigger: Trigger,
+    envelope: Envelope,
+    event: Event,
+    contact: ContactView,
+    account_vars: dict[str, Any],
+    *,
+    account_id: int,
+    mailing: Mailing,
+) -> None:
+    assert contact.email is not None
+    recipient = contact.email
+    key = idempotency_key(envelope.event_id, recipient)
+    existing = await uow.session.scalar(select(Email.id).where(Email.idempotency_key == key))
+    if existing is not None:
+        log.info("email_already_queued", email_id=str(existing), idempotency_key=key)
+        return
+    variables = {
+        "account": account_vars,
+        "contact": {"name": contact.name, "email": recipient},
+        "event": envelope.payload,
+        "event_type": envelope.event_type,
+        "occurred_at": envelope.occurred_at,
+    }
+    # An email that cannot be built (a template that does not fit this event's data, an
+    # address no server can take) is recorded as Invalid rather than dropped or crashing
+    # the worker, so it shows in the account's log with the reason.
+    problem: str | None = None
+    try:
+        rendered = templates.render(trigger.subject_template, trigger.body_template, variables)
+    except templates.TemplateProblem as exc:
+        log.error("trigger_render_failed", trigger=trigger.name, error=str(exc))
+        rendered = templates.Rendered(subject=trigger.name, body="")
+        problem = f"template of trigger {trigger.name!r} could not be rendered: {exc}"
+    if problem is None and (bad_address := address_problem(recipient)) is not None:
+        problem = f"invalid address: {bad_address}"
+    now = _now()
+    email_id = email_id_for(key)
+    disconnection_id: UUID | None = getattr(event, "disconnection_id", None)
+    if not isinstance(event, account_events.AccountDisconnected):
+        # Only the disconnect email is a step of the disconnect (accounts tracks it by id).
+        disconnection_id = None
+    email = Email(
+        id=email_id,
+        idempotency_key=key,
+        message_id=message_id_for(email_id, mailing.mail_from),
+        account_id=account_id,
+        contact_id=contact.contact_id or None,
+        trigger_id=trigger.id,
+        trigger_event_id=envelope.event_id,
+        trigger_event_type=envelope.event_type,
+        correlation_id=envelope.correlation_id,
+        trace_headers=current_trace_headers(),
+        disconnection_id=disconnection_id,
+        category=trigger.category,
+        recipient=recipient,
+        subject=rendered.subject,
+        body=rendered.body,
+        attempts=0,
+        queued_at=now,
+        state=EmailState.QUEUED.value,
+        next_attempt_at=now,
+    )
+    if problem is not None:
+        email.state = EmailState.INVALID.value
+        email.reject_reason = problem
+        email.next_attempt_at = None
+        email.rejected_at = now
+    uow.session.add(email)
+    await uow.session.flush()
+    common = {
+        "account_id": account_id,
+        "email_id": email_id,
+        "recipient": recipient,
+        "subject": email.subject,
+        "trigger_event_type": envelope.event_type,
+        "trigger_event_id": envelope.event_id,
+        "disconnection_id": disconnection_id,
+    }
+    if problem is not None:
+        log.warning("email_invalid", email_id=str(email_id), reason=email.reject_reason)
+        await uow.emit(
+            EmailRejected(
+                **common,
+                rejected_at=now,
+                reason=email.reject_reason or "",
+                permanent=True,
+                invalid=True,
+            ),
+            subject=account_id,
+        )
+        return
+    await uow.emit(EmailQueued(**common, queued_at=now), subject=account_id)
+    log.info("email_queued", email_id=str(email_id), trigger=trigger.name)
+    # Wake the dispatcher once this transaction has committed (not before: it would not see it).
+    orm_event.listen(
+        uow.session.sync_session, "after_commit", lambda _s: mailing.on_queued(), once=True
+    )

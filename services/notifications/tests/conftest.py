@@ -1,0 +1,48 @@
+import socket
+
+import pytest
+
+from backhaul_devstack.smtp_sink import MailSink
+from backhaul_kit.testing import running
+from notifications.bootstrap import bootstrap
+from notifications.config import NotificationsSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def mail_sink(tmp_path):
+    sink = MailSink(tmp_path / "mail", smtp_port=_free_port(), http_port=_free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def settings(database_url, kafka_bootstrap, topic_prefix, mail_sink) -> NotificationsSettings:
+    return NotificationsSettings(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_prefix=topic_prefix,
+        kafka_topic_partitions=2,
+        consumer_retry_backoff_seconds=0.01,
+        smtp_host="127.0.0.1",
+        smtp_port=mail_sink.controller.port,
+        staff_email="noc@isp.example",
+        email_max_attempts=3,
+        email_retry_backoff_seconds=0.2,
+        email_retry_backoff_max_seconds=1.0,
+        email_poll_interval_seconds=0.1,
+    )
+
+
+@pytest.fixture
+async def service(settings):
+    runtime = bootstrap(settings)
+    async with running(runtime) as client:
+        runtime.test_client = client
+        yield runtime, client

@@ -1,0 +1,1 @@
+"""The provisioning domain: pure rules, no I/O."""

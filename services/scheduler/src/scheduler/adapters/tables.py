@@ -1,0 +1,138 @@
+"""The scheduler database, as SQLAlchemy 2 mapped classes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import JSON, Boolean, Dialect, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class DateTime(TypeDecorator[datetime]):
+    """A UTC-aware timestamp on every backend.
+
+    SQLite keeps no offset and hands back naive values; comparing them with aware ones
+    fails, and the firing loop compares run times with the clock all the time.
+    """
+
+    impl = _DateTime
+    cache_ok = True
+
+    def __init__(self, timezone: bool = True) -> None:
+        super().__init__(timezone=timezone)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: times are UTC-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, list[str]: JSON}
+
+
+class Vacation(Base):
+    """A customer's time away (seed 002): the linked scheduled events are its rows' children."""
+
+    __tablename__ = "vacations"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    leave_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    return_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    vacation_status_id: Mapped[int] = mapped_column(Integer)
+    vacation_service_id: Mapped[int] = mapped_column(Integer)
+    normal_status_id: Mapped[int] = mapped_column(Integer)
+    normal_service_id: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ScheduledEvent(Base):
+    __tablename__ = "scheduled_events"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(30))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Orders events of one account due at the same instant (a vacation's remove before add).
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    vacation_id: Mapped[UUID | None] = mapped_column(ForeignKey("vacations.id"), index=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The command's event id: outcomes name it in their causation_id.
+    command_event_id: Mapped[UUID | None] = mapped_column(unique=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    failure_code: Mapped[str | None] = mapped_column(String(30))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_by: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_scheduled_events_due", "state", "run_at"),
+        Index("ix_scheduled_events_account", "account_id", "run_at"),
+    )
+
+
+class KnownAccount(Base):
+    """The replica of accounts built from accounts.events.v1: exists, status, disconnected."""
+
+    __tablename__ = "known_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))
+    status_id: Mapped[int] = mapped_column(Integer)
+    disconnected: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KnownAccountService(Base):
+    """The replica of the services on each account, from billing.events.v1."""
+
+    __tablename__ = "known_account_services"
+
+    account_service_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    service_id: Mapped[int] = mapped_column(Integer)
+
+
+class KnownService(Base):
+    """What billing's events told us of a catalogue service (its kind decides warnings)."""
+
+    __tablename__ = "known_services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+
+
+__all__ = [
+    "Base",
+    "KnownAccount",
+    "KnownAccountService",
+    "KnownService",
+    "ScheduledEvent",
+    "Vacation",
+]

@@ -1,0 +1,23 @@
+"""Settings of the scheduler service."""
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from backhaul_kit.config import ServiceSettings
+
+
+class SchedulerSettings(ServiceSettings):
+    service_name: str = "scheduler"
+    http_port: int = 8003
+
+    # Firing: how often the timer looks for due events and how many it claims at once.
+    firing_interval_seconds: float = Field(default=0.1, gt=0, le=5)
+    firing_batch_size: int = Field(default=500, ge=1, le=5000)
+    # A dispatched event whose owner has not answered within this time fails with "no answer".
+    answer_timeout_seconds: float = Field(default=600.0, gt=0)
+
+
+@lru_cache
+def get_settings() -> SchedulerSettings:
+    return SchedulerSettings()

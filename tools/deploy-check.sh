@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Validates the deployment files offline (no Docker, no cluster):
+#   1. helm, built once from the Go module proxy into .cache/bin (git-ignored);
+#   2. `helm lint --strict` and `helm template` of deploy/helm/backhaul for every values file
+#      in deploy/helm/backhaul/ci/;
+#   3. every rendered manifest against the Kubernetes schemas (kubernetes-validate, which
+#      ships them), strictly (unknown fields are errors), for the oldest and newest
+#      Kubernetes the chart supports;
+#   4. docker-compose.yml against the Compose specification's JSON schema
+#      (deploy/compose/compose-spec.schema.json);
+#   5. the Grafana dashboard is what deploy/grafana/build_dashboard.py writes, and every
+#      query in it parses as PromQL;
+#   6. tests/deploy: compose and the chart give each service the same settings, and the
+#      dashboard queries the metrics the services export.
+# Usage: tools/deploy-check.sh   (from anywhere; exits non-zero on the first failure)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+KUBERNETES_VALIDATE_VERSION=${KUBERNETES_VALIDATE_VERSION:-1.37.0}
+PROMQL_PARSER_VERSION=${PROMQL_PARSER_VERSION:-0.11.0}
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-"1.29.0 1.37.0"}
+CHART=deploy/helm/backhaul
+OUT=$ROOT/.cache/deploy-check
+HELM=$ROOT/.cache/bin/helm
+
+# helm keeps its caches and config in .cache, not in the home directory.
+export HELM_CACHE_HOME=$ROOT/.cache/helm/cache HELM_CONFIG_HOME=$ROOT/.cache/helm/config \
+  HELM_DATA_HOME=$ROOT/.cache/helm/data
+
+step() { printf '\n== %s\n' "$*"; }
+
+# The packages the checks need, beside the project's environment until they are dev
+# dependencies (kubernetes-validate brings pyyaml and jsonschema).
+py() { uv run --quiet --with "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "$@"; }
+
+step "helm $HELM_VERSION"
+# Built as helm's Makefile does: the -X flags give `helm version` its version and make the
+# Kubernetes version of helm's client libraries the default for lint and template (a bare
+# `go install` leaves 1.20). The flags are stamped into the binary, so a build is reused
+# only when it is of this version.
+if [[ ! -x $HELM ]] || ! go version -m "$HELM" 2>/dev/null \
+    | grep -q "internal/version.version=$HELM_VERSION "; then
+  command -v go > /dev/null || { echo "go is needed to build helm" >&2; exit 1; }
+  echo "building helm $HELM_VERSION from the Go module proxy into .cache/bin (a few minutes, once)"
+  gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
+    | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  k8s=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$gomod")
+  [[ -n $k8s ]] || { echo "cannot tell helm's Kubernetes version from $gomod" >&2; exit 1; }
+  GOBIN=$ROOT/.cache/bin GOFLAGS=-mod=mod go install -ldflags "-s -w \
+    -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$k8s \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+"$HELM" version --short
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+shopt -s nullglob
+values_files=("$CHART"/ci/*-values.yaml)
+[[ ${#values_files[@]} -gt 0 ]] || { echo "no values files in $CHART/ci" >&2; exit 1; }
+
+for version in $KUBERNETES_VERSIONS; do
+  mkdir -p "$OUT/$version"
+  for values in "${values_files[@]}"; do
+    name=$(basename "$values" .yaml)
+    step "Kubernetes $version, $name: helm lint --strict, helm template"
+    "$HELM" lint --strict --kube-version "$version" "$CHART" --values "$values"
+    "$HELM" template backhaul "$CHART" --namespace backhaul --kube-version "$version" \
+      --values "$values" > "$OUT/$version/$name.yaml"
+    printf '%s objects rendered into %s\n' "$(grep -c '^kind:' "$OUT/$version/$name.yaml")" \
+      "${OUT#"$ROOT"/}/$version/$name.yaml"
+  done
+  step "Kubernetes $version: kubernetes-validate $KUBERNETES_VALIDATE_VERSION --strict"
+  py kubernetes-validate --strict --quiet --kubernetes-version "$version" "$OUT/$version"/*.yaml
+  echo "ok: ${values_files[*]##*/}"
+done
+
+step "docker-compose.yml against the Compose specification"
+py python - <<'PY'
+import json
+import sys
+
+import jsonschema
+import yaml
+
+with open("deploy/compose/compose-spec.schema.json") as f:
+    schema = json.load(f)
+with open("docker-compose.yml") as f:
+    compose = yaml.safe_load(f)
+validator = jsonschema.validators.validator_for(schema)(schema)
+errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+for error in errors:
+    where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+    print(f"docker-compose.yml: {where}: {error.message}", file=sys.stderr)
+if errors:
+    sys.exit(1)
+print(f"ok: {len(compose['services'])} services")
+PY
+
+step "Grafana dashboard: current, and every query parses as PromQL"
+uv run --quiet python deploy/grafana/build_dashboard.py --check
+uv run --quiet --with "promql-parser==$PROMQL_PARSER_VERSION" python - <<'PY'
+import json
+
+import promql_parser
+
+with open("deploy/grafana/backhaul.json") as f:
+    dashboard = json.load(f)
+# Grafana's variables, as Grafana would substitute them.
+variables = {"$__rate_interval": "1m", "$__range": "3h", "$service": ".*"}
+count = 0
+for panel in dashboard["panels"]:
+    for target in panel.get("targets", []):
+        expr = target["expr"]
+        for name, value in variables.items():
+            expr = expr.replace(name, value)
+        try:
+            promql_parser.parse(expr)
+        except ValueError as error:
+            raise SystemExit(f"panel {panel['title']!r}: {error}: {target['expr']}") from None
+        count += 1
+print(f"ok: {count} queries")
+PY
+
+step "compose and the chart agree, the dashboard's metrics exist (tests/deploy)"
+HELM=$HELM py pytest -q -p no:cacheprovider tests/deploy
+
+step "deploy check passed"
