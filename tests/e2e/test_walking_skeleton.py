@@ -191,7 +191,8 @@ async def _assert_one_trace(otlp, correlation_id: str, account_id: int) -> None:
             if s.service == "backhaul-accounts"
             and s.kind == 2  # SERVER
             and "/disconnect" in s.name
-            and "201" in (
+            and "201"
+            in (
                 s.attributes.get("http.response.status_code"),
                 s.attributes.get("http.status_code"),
             )

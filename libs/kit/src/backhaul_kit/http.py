@@ -36,6 +36,17 @@ class ErrorBody(BaseModel):
     detail: list[dict[str, Any]] | None = None
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
+    403: {"model": ErrorBody, "description": "The token lacks the scope this call needs"},
+    404: {"model": ErrorBody, "description": "Unknown id"},
+    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
+    413: {"model": ErrorBody, "description": "Request body too large"},
+    422: {"model": ErrorBody, "description": "Invalid input; `detail` names each field"},
+}
+"""Documented on every API route, so the OpenAPI says what each error looks like."""
+
+
 def _error(status_code: int, code: str, message: str, detail: Any = None) -> JSONResponse:
     body: dict[str, Any] = {"error": code, "message": message}
     if detail is not None:

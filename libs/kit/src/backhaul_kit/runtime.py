@@ -29,6 +29,7 @@ from backhaul_kit.auth import TokenVerifier, authorize
 from backhaul_kit.config import Role, ServiceSettings
 from backhaul_kit.db import Database
 from backhaul_kit.http import (
+    ERROR_RESPONSES,
     BodySizeLimitMiddleware,
     CorrelationMiddleware,
     health_router,
@@ -117,7 +118,9 @@ class ServiceRuntime:
         app.include_router(health_router(self))
         if role in (Role.ALL, Role.API):
             for router in self.routers:
-                app.include_router(router, dependencies=[Depends(authorize)])
+                app.include_router(
+                    router, dependencies=[Depends(authorize)], responses=ERROR_RESPONSES
+                )
         provider = setup_tracing(
             self.settings.service_name, self.settings.otel_exporter_otlp_endpoint
         )

@@ -15,7 +15,7 @@ from backhaul_contracts.topics import (
     BILLING_EVENTS,
     SCHEDULER_EVENTS,
 )
-from backhaul_kit.testing import eventually, read_events
+from backhaul_kit.testing import bearer, eventually, read_events
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ async def known_account(client, others, account_id: int) -> None:
 
 
 async def schedule(client, **body):
-    response = await client.post("/scheduled-events", json=body, headers={"X-Actor": "staff@isp"})
+    response = await client.post("/scheduled-events", json=body)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -221,7 +221,7 @@ async def test_local_times_are_stored_in_utc(service, others):
 
 
 async def test_only_pending_events_can_be_edited_or_cancelled(service, others, owners):
-    _, client = service
+    runtime, client = service
     await known_account(client, others, 106)
     later = await schedule(
         client,
@@ -252,7 +252,7 @@ async def test_only_pending_events_can_be_edited_or_cancelled(service, others, o
     }
 
     cancelled = await client.post(
-        f"/scheduled-events/{later['id']}/cancel", headers={"X-Actor": "boss"}
+        f"/scheduled-events/{later['id']}/cancel", headers=bearer(runtime, "boss")
     )
     assert cancelled.status_code == 200
     assert cancelled.json()["state"] == "cancelled"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from backhaul_contracts.common import ServiceKind
-from backhaul_kit.testing import eventually
+from backhaul_kit.testing import bearer, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,6 @@ async def test_a_vacation_swaps_status_and_data_service_on_leaving_and_back_on_r
             "vacation_service_id": VACATION_1M,
             "note": "two weeks in Lisbon",
         },
-        headers={"X-Actor": "support@isp"},
     )
     assert response.status_code == 201, response.text
     vacation = response.json()
@@ -129,7 +128,7 @@ async def test_a_vacation_swaps_status_and_data_service_on_leaving_and_back_on_r
 
 
 async def test_a_vacation_is_cancelled_as_one(service, others):
-    _, client = service
+    runtime, client = service
     await account_on_fiber(client, others, 202)
     vacation = (
         await client.post(
@@ -164,7 +163,7 @@ async def test_a_vacation_is_cancelled_as_one(service, others):
     assert "must be after the leave" in backwards.json()["message"]
 
     cancelled = await client.post(
-        f"/vacations/{vacation['id']}/cancel", headers={"X-Actor": "support@isp"}
+        f"/vacations/{vacation['id']}/cancel", headers=bearer(runtime, "support@isp")
     )
     assert cancelled.status_code == 200, cancelled.text
     body = cancelled.json()
