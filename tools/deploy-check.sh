@@ -34,7 +34,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 # The packages the checks need, beside the project's environment until they are dev
 # dependencies (kubernetes-validate brings pyyaml and jsonschema).
-py() { uv run --quiet --with "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "$@"; }
+py() { uv run --no-sync --quiet --with "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "$@"; }
 
 step "helm $HELM_VERSION"
 # Built as helm's Makefile does: the -X flags give `helm version` its version and make the
@@ -103,8 +103,8 @@ print(f"ok: {len(compose['services'])} services")
 PY
 
 step "Grafana dashboard: current, and every query parses as PromQL"
-uv run --quiet python deploy/grafana/build_dashboard.py --check
-uv run --quiet --with "promql-parser==$PROMQL_PARSER_VERSION" python - <<'PY'
+uv run --no-sync --quiet python deploy/grafana/build_dashboard.py --check
+uv run --no-sync --quiet --with "promql-parser==$PROMQL_PARSER_VERSION" python - <<'PY'
 import json
 
 import promql_parser
