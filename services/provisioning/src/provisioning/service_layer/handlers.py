@@ -143,6 +143,7 @@ async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
 
 
 async def _replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica:
+    await _lock_account(uow, account_id)
     replica = await uow.session.get(AccountReplica, account_id)
     if replica is None:
         replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=_now())
@@ -234,8 +235,14 @@ async def _write_feed(uow: UnitOfWork) -> None:
 async def _changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
     """The unit of work of a handler that may change address lists: the feed is written last."""
     async with uow:
-        uow.session.info.pop("feed", None)
-        yield uow
+        try:
+            yield uow
+        except BaseException:
+            # What this block noted is being rolled back (perhaps only to a savepoint).
+            uow.session.info.pop("feed", None)
+            uow.session.info.pop("locked_accounts", None)
+            uow.session.info.pop("locked_replicas", None)
+            raise
         await _write_feed(uow)
 
 
@@ -248,13 +255,20 @@ async def _lock_account(uow: UnitOfWork, *account_ids: int) -> None:
     """
     if uow.db.is_sqlite:
         return
-    await uow.session.execute(
+    held: set[int] = uow.session.info.setdefault("locked_accounts", set())
+    wanted = sorted(set(account_ids) - held)
+    if not wanted:
+        return
+    locked = await uow.session.scalars(
         select(AccountReplica)
-        .where(AccountReplica.account_id.in_(sorted(set(account_ids))))
+        .where(AccountReplica.account_id.in_(wanted))
         .order_by(AccountReplica.account_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+    # Keep them referenced: the identity map is weak, and a later get should not re-query.
+    uow.session.info.setdefault("locked_replicas", []).extend(locked.all())
+    held.update(wanted)
 
 
 # -- reconciliation: derived network state follows the sources of truth -----------------------
