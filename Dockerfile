@@ -4,6 +4,8 @@
 #   docker run backhaul billing serve --role worker
 #   docker run backhaul accounts migrate
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The uv that wrote uv.lock (an older one may not read its format).
+ARG UV_VERSION=0.13.9
 
 # Only the manifests (pyproject.toml files and uv.lock) of the workspace: the dependency
 # layer below is rebuilt when they change, not on every code change, and no member needs
@@ -14,7 +16,8 @@ COPY . .
 RUN find . -type f ! -name pyproject.toml ! -name uv.lock -delete
 
 FROM ${PYTHON_IMAGE} AS build
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+ARG UV_VERSION
+RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /app

@@ -8,9 +8,11 @@
 #      Kubernetes the chart supports;
 #   4. docker-compose.yml against the Compose specification's JSON schema
 #      (deploy/compose/compose-spec.schema.json);
-#   5. the Grafana dashboard is what deploy/grafana/build_dashboard.py writes, and every
+#   5. the Dockerfile parses with BuildKit's parser and keeps its rules (non-root, health
+#      check, exec-form entrypoint);
+#   6. the Grafana dashboard is what deploy/grafana/build_dashboard.py writes, and every
 #      query in it parses as PromQL;
-#   6. tests/deploy: compose and the chart give each service the same settings, and the
+#   7. tests/deploy: compose and the chart give each service the same settings, and the
 #      dashboard queries the metrics the services export.
 # Usage: tools/deploy-check.sh   (from anywhere; exits non-zero on the first failure)
 set -euo pipefail
@@ -20,6 +22,7 @@ ROOT=$PWD
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KUBERNETES_VALIDATE_VERSION=${KUBERNETES_VALIDATE_VERSION:-1.37.0}
 PROMQL_PARSER_VERSION=${PROMQL_PARSER_VERSION:-0.11.0}
+DOCKERFILE_PARSER_VERSION=${DOCKERFILE_PARSER_VERSION:-3.4.0}
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-"1.29.0 1.37.0"}
 CHART=deploy/helm/backhaul
@@ -34,7 +37,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 # The packages the checks need, beside the project's environment until they are dev
 # dependencies (kubernetes-validate brings pyyaml and jsonschema).
-py() { uv run --quiet --with "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "$@"; }
+py() { uv run --no-sync --quiet --with "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "$@"; }
 
 step "helm $HELM_VERSION"
 # Built as helm's Makefile does: the -X flags give `helm version` its version and make the
@@ -102,9 +105,46 @@ if errors:
 print(f"ok: {len(compose['services'])} services")
 PY
 
+step "Dockerfile: parses (BuildKit's own parser), runs as a numeric non-root user, health check"
+uv run --no-sync --quiet --with "dockerfile==$DOCKERFILE_PARSER_VERSION" python - <<'PY'
+import re
+import subprocess
+
+import dockerfile
+
+commands = dockerfile.parse_file("Dockerfile")
+stages, problems = [], []
+for command in commands:
+    flags = dict(f.lstrip("-").split("=", 1) for f in command.flags if "=" in f)
+    if command.cmd == "FROM":
+        stages.append({"name": command.value[2].lower() if len(command.value) > 2 else None, "cmds": []})
+    elif stages:
+        stages[-1]["cmds"].append(command)
+    source = flags.get("from")
+    if command.cmd == "COPY" and source and ":" not in source and "/" not in source:
+        if source.lower() not in {s["name"] for s in stages[:-1]}:
+            problems.append(f"line {command.start_line}: COPY --from={source}: no earlier stage")
+final = {c.cmd: c for c in stages[-1]["cmds"]}
+user = final.get("USER")
+if not user or not re.fullmatch(r"[1-9][0-9]*(:[0-9]+)?", user.value[0]):
+    problems.append("the final stage must run as a numeric, non-root USER")
+if "HEALTHCHECK" not in final:
+    problems.append("the final stage has no HEALTHCHECK")
+entrypoint = final.get("ENTRYPOINT")
+if not entrypoint or not entrypoint.json:
+    problems.append("ENTRYPOINT must be in exec form")
+uv_arg = next(c.value[0] for c in commands if c.cmd == "ARG" and c.value[0].startswith("UV_VERSION="))
+local = subprocess.run(["uv", "--version"], capture_output=True, text=True, check=True).stdout.split()[1]
+if uv_arg.split("=", 1)[1] != local:
+    print(f"note: the image builds with {uv_arg}, this machine has uv {local}")
+if problems:
+    raise SystemExit("Dockerfile: " + "; ".join(problems))
+print(f"ok: {len(stages)} stages, final runs as {user.value[0]}")
+PY
+
 step "Grafana dashboard: current, and every query parses as PromQL"
-uv run --quiet python deploy/grafana/build_dashboard.py --check
-uv run --quiet --with "promql-parser==$PROMQL_PARSER_VERSION" python - <<'PY'
+uv run --no-sync --quiet python deploy/grafana/build_dashboard.py --check
+uv run --no-sync --quiet --with "promql-parser==$PROMQL_PARSER_VERSION" python - <<'PY'
 import json
 
 import promql_parser

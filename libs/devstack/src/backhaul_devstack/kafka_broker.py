@@ -169,6 +169,7 @@ class KafkaBroker:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_raise_open_file_limit,
         )
         (self.data_dir / "broker.pid").write_text(str(self.process.pid))
         self.wait_ready(timeout)
@@ -209,6 +210,20 @@ class KafkaBroker:
             with _suppress_lookup():
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+def _raise_open_file_limit() -> None:
+    """Every partition holds several files open: give the broker all the descriptors it may
+    have (a test session creates thousands of short-lived partitions)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (1_048_576, 262_144, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+            return
+        except (ValueError, OSError):
+            continue
 
 
 async def _answers(bootstrap: str) -> bool:

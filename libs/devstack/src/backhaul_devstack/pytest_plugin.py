@@ -51,9 +51,39 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """A fresh topic namespace, so tests sharing a broker never see each other's events."""
-    return f"t{uuid.uuid4().hex[:10]}."
+def topic_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh topic namespace, so tests sharing a broker never see each other's events.
+
+    Its topics are deleted afterwards: a long session would otherwise pile up thousands of
+    partitions on one broker.
+    """
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    if "kafka_bootstrap" in request.fixturenames:
+        _delete_topics(request.getfixturevalue("kafka_bootstrap"), prefix)
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    import asyncio
+    import concurrent.futures
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if doomed:
+                await admin.delete_topics(doomed)
+        finally:
+            await admin.close()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run()).result(timeout=30)
+    except Exception as exc:  # cleanup must never fail a test
+        print(f"could not delete test topics {prefix}*: {exc!r}")
 
 
 @pytest.fixture(scope="session")

@@ -324,6 +324,12 @@ async def test_adding_a_second_data_service_warns_unless_a_removal_comes_first(s
     )
     assert "will not be on account 107" in missing["warnings"][0]
 
+    await schedule(client, account_id=107, action="disconnect", run_at=soon(9000))
+    twice = await schedule(client, account_id=107, action="disconnect", run_at=soon(9999))
+    assert "a second disconnect will fail" in twice["warnings"][0]
+    before = await schedule(client, account_id=107, action="disconnect", run_at=soon(8000))
+    assert before["warnings"] == []  # it runs first; the later ones were warned
+
 
 async def test_listing_filters_by_account_state_and_window(service, others):
     _, client = service

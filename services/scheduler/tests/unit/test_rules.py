@@ -250,3 +250,11 @@ def test_a_vacation_is_shown_as_one():
     assert rules.vacation_state([c, c, c]) is VacationState.COMPLETED
     assert rules.vacation_state([c, f, p]) is VacationState.FAILED
     assert rules.vacation_state([x, x, x]) is VacationState.CANCELLED
+
+
+def test_a_disconnect_scheduled_before_is_foreseen():
+    assert rules.foresee_disconnect(7, Action.DISCONNECT, None) == []
+    (second,) = rules.foresee_disconnect(7, Action.DISCONNECT, NOW)
+    assert "a second disconnect will fail" in second
+    (after,) = rules.foresee_disconnect(7, Action.ADD_SERVICE, NOW)
+    assert "run on a disconnected account" in after

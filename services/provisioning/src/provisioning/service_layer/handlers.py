@@ -143,6 +143,7 @@ async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
 
 
 async def _replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica:
+    await _lock_account(uow, account_id)
     replica = await uow.session.get(AccountReplica, account_id)
     if replica is None:
         replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=_now())
@@ -234,8 +235,14 @@ async def _write_feed(uow: UnitOfWork) -> None:
 async def _changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
     """The unit of work of a handler that may change address lists: the feed is written last."""
     async with uow:
-        uow.session.info.pop("feed", None)
-        yield uow
+        try:
+            yield uow
+        except BaseException:
+            # What this block noted is being rolled back (perhaps only to a savepoint).
+            uow.session.info.pop("feed", None)
+            uow.session.info.pop("locked_accounts", None)
+            uow.session.info.pop("locked_replicas", None)
+            raise
         await _write_feed(uow)
 
 
@@ -248,13 +255,20 @@ async def _lock_account(uow: UnitOfWork, *account_ids: int) -> None:
     """
     if uow.db.is_sqlite:
         return
-    await uow.session.execute(
+    held: set[int] = uow.session.info.setdefault("locked_accounts", set())
+    wanted = sorted(set(account_ids) - held)
+    if not wanted:
+        return
+    locked = await uow.session.scalars(
         select(AccountReplica)
-        .where(AccountReplica.account_id.in_(sorted(set(account_ids))))
+        .where(AccountReplica.account_id.in_(wanted))
         .order_by(AccountReplica.account_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+    # Keep them referenced: the identity map is weak, and a later get should not re-query.
+    uow.session.info.setdefault("locked_replicas", []).extend(locked.all())
+    held.update(wanted)
 
 
 # -- reconciliation: derived network state follows the sources of truth -----------------------
@@ -709,6 +723,80 @@ async def add_uninventoried_mac(uow: UnitOfWork, account_id: int, mac: str) -> U
         uow.session.add(row)
         await uow.session.flush()
         return row
+
+
+async def delete_uninventoried_mac(uow: UnitOfWork, mac_id: int, *, actor: str) -> None:
+    """Delete an uninventoried MAC; its IP assignments end (and are kept as history)."""
+    async with _changing(uow):
+        row = await uow.session.get(UninventoriedMac, mac_id)
+        if row is None:
+            raise NotFound(f"uninventoried MAC {mac_id} not found")
+        await _lock_account(uow, row.account_id)
+        now = _now()
+        holders = await uow.session.scalars(
+            select(IpAssignment).where(
+                IpAssignment.mac == row.mac,
+                IpAssignment.assignee_kind == AssigneeKind.UNINVENTORIED_MAC.value,
+                IpAssignment.removed_at.is_(None),
+            )
+        )
+        for assignment in holders.all():
+            await _end(uow, assignment, now, reason="removed")
+        await uow.session.execute(delete(UninventoriedMac).where(UninventoriedMac.id == mac_id))
+        await _reconcile(uow, row.account_id, now)
+        log.info("uninventoried_mac_deleted", mac=row.mac, actor=actor)
+
+
+async def set_pool_dhcp_servers(
+    uow: UnitOfWork, pool_id: int, dhcp_server_ids: Sequence[int]
+) -> IpPool:
+    """Choose the pool's DHCP servers; the MAC reservations follow onto (and off) them."""
+    async with uow:
+        pool = await get_pool(uow, pool_id, for_update=True)
+        servers = []
+        for server_id in dict.fromkeys(dhcp_server_ids):
+            server = await uow.session.get(DhcpServer, server_id)
+            if server is None:
+                raise NotFound(f"DHCP server {server_id} not found")
+            servers.append(server)
+        wanted = {server.id for server in servers}
+        await uow.session.execute(delete(PoolDhcpServer).where(PoolDhcpServer.pool_id == pool.id))
+        for server in servers:
+            uow.session.add(PoolDhcpServer(pool_id=pool.id, dhcp_server_id=server.id))
+        assignments = [
+            a
+            for a in await _active_assignments(uow, pool_id=pool.id)
+            if provisioning_of(AssigneeKind(a.assignee_kind)).dhcp_reservation
+        ]
+        now = _now()
+        for assignment in assignments:
+            held = set(
+                await uow.session.scalars(
+                    select(DhcpReservation.dhcp_server_id).where(
+                        DhcpReservation.assignment_id == assignment.id
+                    )
+                )
+            )
+            await uow.session.execute(
+                delete(DhcpReservation).where(
+                    DhcpReservation.assignment_id == assignment.id,
+                    DhcpReservation.dhcp_server_id.not_in(wanted),
+                )
+            )
+            for server_id in sorted(wanted - held):
+                uow.session.add(
+                    DhcpReservation(
+                        assignment_id=assignment.id,
+                        dhcp_server_id=server_id,
+                        mac=assignment.mac or "",
+                        address=assignment.address,
+                        account_id=assignment.account_id,
+                        created_at=now,
+                    )
+                )
+        await uow.session.flush()
+        await uow.session.refresh(pool, ["dhcp_servers"])
+        return pool
 
 
 # -- address lists ----------------------------------------------------------------------------

@@ -172,6 +172,24 @@ class PlannedChange:
     service_id: int
 
 
+def foresee_disconnect(
+    account_id: int, action: Action, disconnect_at: datetime | None
+) -> list[str]:
+    """Warn when a disconnect is already scheduled to run before this event."""
+    if disconnect_at is None:
+        return []
+    when = disconnect_at.isoformat()
+    if action is Action.DISCONNECT:
+        return [
+            f"account {account_id} is already scheduled to be disconnected at {when}; "
+            "a second disconnect will fail"
+        ]
+    return [
+        f"account {account_id} is scheduled to be disconnected at {when}, before this event: "
+        "it will run on a disconnected account"
+    ]
+
+
 def services_at(present: Iterable[int], planned_before: Sequence[PlannedChange]) -> set[int]:
     """The account's services once the changes scheduled before have run."""
     services = set(present)

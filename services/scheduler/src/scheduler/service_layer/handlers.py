@@ -109,20 +109,10 @@ async def _foresee(
     exclude: UUID | None = None,
 ) -> list[str]:
     """Warnings from what the scheduler knows: the account's services and what runs before."""
-    if action not in (Action.ADD_SERVICE, Action.REMOVE_SERVICE):
-        return []
     session = uow.session
-    present = list(
-        await session.scalars(
-            select(KnownAccountService.service_id).where(
-                KnownAccountService.account_id == account_id
-            )
-        )
-    )
     before = [
         ScheduledEvent.account_id == account_id,
         ScheduledEvent.state.in_([State.PENDING.value, State.DISPATCHED.value]),
-        ScheduledEvent.action.in_([Action.ADD_SERVICE.value, Action.REMOVE_SERVICE.value]),
         or_(
             ScheduledEvent.run_at < run_at,
             and_(ScheduledEvent.run_at == run_at, ScheduledEvent.sequence <= sequence),
@@ -130,19 +120,34 @@ async def _foresee(
     ]
     if exclude is not None:
         before.append(ScheduledEvent.id != exclude)
-    earlier = await session.scalars(
-        select(ScheduledEvent)
-        .where(*before)
-        .order_by(ScheduledEvent.run_at, ScheduledEvent.sequence, ScheduledEvent.created_at)
+    earlier = list(
+        await session.scalars(
+            select(ScheduledEvent)
+            .where(*before)
+            .order_by(ScheduledEvent.run_at, ScheduledEvent.sequence, ScheduledEvent.created_at)
+        )
+    )
+    disconnect_at = next((e.run_at for e in earlier if e.action == Action.DISCONNECT.value), None)
+    warnings = rules.foresee_disconnect(account_id, action, disconnect_at)
+    if action not in (Action.ADD_SERVICE, Action.REMOVE_SERVICE):
+        return warnings
+    present = list(
+        await session.scalars(
+            select(KnownAccountService.service_id).where(
+                KnownAccountService.account_id == account_id
+            )
+        )
     )
     planned = [
-        rules.PlannedChange(Action(e.action), int(e.parameters["service_id"])) for e in earlier
+        rules.PlannedChange(Action(e.action), int(e.parameters["service_id"]))
+        for e in earlier
+        if e.action in (Action.ADD_SERVICE.value, Action.REMOVE_SERVICE.value)
     ]
     wanted = {*present, *(p.service_id for p in planned)}
     if isinstance(parameters, rules.AddServiceParameters | rules.RemoveServiceParameters):
         wanted.add(parameters.service_id)
     known = list(await session.scalars(select(KnownService).where(KnownService.id.in_(wanted))))
-    return rules.foresee_failures(
+    return warnings + rules.foresee_failures(
         account_id=account_id,
         action=action,
         parameters=parameters,

@@ -28,6 +28,7 @@ from provisioning.entrypoints.api.schemas import (
     MembershipOut,
     MoveIn,
     NextFreeOut,
+    PoolDhcpServersIn,
     PoolIn,
     PoolOut,
     RadiusAccountIn,
@@ -139,6 +140,15 @@ async def list_pools(uow: UnitOfWorkDep) -> list[PoolOut]:
 @router.get("/ip-pools/{pool_id}", response_model=PoolOut, tags=["ipam"])
 async def get_pool(pool_id: int, uow: UnitOfWorkDep) -> PoolOut:
     """One pool with its utilisation."""
+    return _pool_out(await queries.pool_detail(uow, pool_id))
+
+
+@router.put("/ip-pools/{pool_id}/dhcp-servers", response_model=PoolOut, tags=["ipam"])
+async def set_pool_dhcp_servers(
+    pool_id: int, body: PoolDhcpServersIn, uow: UnitOfWorkDep
+) -> PoolOut:
+    """Choose the pool's DHCP servers; existing MAC reservations move with the choice."""
+    await handlers.set_pool_dhcp_servers(uow, pool_id, body.dhcp_server_ids)
     return _pool_out(await queries.pool_detail(uow, pool_id))
 
 
@@ -258,6 +268,13 @@ async def list_uninventoried_macs(account_id: int, uow: UnitOfWorkDep) -> list[U
     """The account's uninventoried MACs."""
     rows = await queries.uninventoried_macs(uow, account_id)
     return [UninventoriedMacOut.model_validate(r) for r in rows]
+
+
+@router.delete("/uninventoried-macs/{mac_id}", status_code=204, tags=["ip assignments"])
+async def delete_uninventoried_mac(mac_id: int, uow: UnitOfWorkDep, actor: ActorDep) -> Response:
+    """Delete an uninventoried MAC; its IP assignments end."""
+    await handlers.delete_uninventoried_mac(uow, mac_id, actor=actor)
+    return Response(status_code=204)
 
 
 # -- address lists --------------------------------------------------------------------------------

@@ -42,6 +42,10 @@ class PoolIn(_In):
     )
 
 
+class PoolDhcpServersIn(_In):
+    dhcp_server_ids: list[int]
+
+
 class PoolOut(BaseModel):
     id: int
     name: str

@@ -3,7 +3,9 @@
 Both give each service's processes environment variables; a setting added to one and not the
 other (or misspelt in either) would make the laptop and the cluster behave differently, so
 these tests compare the names per service and check each one against the service's settings
-class. The chart is rendered with the helm that tools/deploy-check.sh builds.
+class. They also check what the schemas cannot: that the chart's objects point at each other
+(selectors, ConfigMaps, autoscaler targets) and that compose's dependencies exist. The chart
+is rendered with the helm that tools/deploy-check.sh builds.
 """
 
 from __future__ import annotations
@@ -296,3 +298,65 @@ def test_a_private_smtp_ca_reaches_notifications_only(helm: str) -> None:
     (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "smtp-ca"]
     ca_file = _container_env(manifests, pod["spec"])["SMTP_CA_FILE"]["value"]
     assert ca_file.startswith(mount["mountPath"] + "/")
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.stem)
+def test_chart_objects_point_at_each_other(helm: str, values: Path) -> None:
+    manifests = _render(helm, "--values", str(values))
+    pods = {
+        (obj["kind"], name): obj["spec"]["template"]["metadata"]["labels"]
+        for kind in ("Deployment", "Job")
+        for name, obj in _objects(manifests, kind).items()
+    }
+    deployments = _objects(manifests, "Deployment")
+    for name, deployment in deployments.items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert [key for key, labels in pods.items() if _selects(selector, labels)] == [
+            ("Deployment", name)
+        ], f"{name}: its selector must match its own pods only"
+    for name, service in _objects(manifests, "Service").items():
+        chosen = [
+            key for key, labels in pods.items() if _selects(service["spec"]["selector"], labels)
+        ]
+        assert chosen == [("Deployment", f"{name}-api")], f"Service {name} selects {chosen}"
+    for name, budget in _objects(manifests, "PodDisruptionBudget").items():
+        chosen = [
+            k
+            for k, labels in pods.items()
+            if _selects(budget["spec"]["selector"]["matchLabels"], labels)
+        ]
+        assert chosen == [("Deployment", name)], f"PodDisruptionBudget {name} selects {chosen}"
+    for name, policy in _objects(manifests, "NetworkPolicy").items():
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        assert any(_selects(selector, labels) for labels in pods.values()), (
+            f"{name} selects nothing"
+        )
+    for name in _autoscaled(manifests):
+        assert name in deployments, f"an autoscaler targets a missing Deployment {name}"
+        assert "replicas" not in deployments[name]["spec"], f"{name}: the autoscaler owns replicas"
+    config_maps = _objects(manifests, "ConfigMap")
+    for deployment in deployments.values():
+        for source in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]:
+            assert source["configMapRef"]["name"] in config_maps
+        mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert {m["name"] for m in mounts} <= volumes
+
+
+def test_compose_dependencies_exist_and_host_ports_are_unique() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on a missing {dependency}"
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+    host_ports = [
+        port.rsplit(":", 2)[-2]
+        for service in services.values()
+        for port in service.get("ports", [])
+    ]
+    assert len(host_ports) == len(set(host_ports)), f"host ports used twice: {host_ports}"
