@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import Response
@@ -58,6 +58,18 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if part != "body") or "body"
 
 
+def _is_out_of_range(exc: BaseException) -> bool:
+    """Somewhere in the chain, the driver refused a value it cannot represent."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OverflowError | DataError) or "DataError" in type(current).__name__:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors to 404/409/422 and bad requests to a 422 naming the field."""
 
@@ -73,6 +85,13 @@ def install_error_handlers(app: FastAPI) -> None:
             {"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors
         ]
         return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_input", message, detail)
+
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        # A value the database cannot hold (an id beyond 64 bits) is the caller's bad input;
+        # anything else the database refuses is ours.
+        if _is_out_of_range(exc):
+            return _error(422, "invalid_input", "a value in the request is out of range")
+        return await on_unexpected(request, exc)
 
     async def on_integrity_error(_: Request, exc: Exception) -> JSONResponse:
         # A constraint the domain did not check first (usually a race): still the caller's
@@ -97,6 +116,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(IntegrityError, on_integrity_error)
+    app.add_exception_handler(OverflowError, on_database_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
 

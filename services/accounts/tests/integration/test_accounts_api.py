@@ -1,5 +1,6 @@
 """Accounts against a real database (SQLite and PostgreSQL) and a real Kafka broker."""
 
+from datetime import datetime
 from uuid import uuid4
 
 import pytest
@@ -50,6 +51,7 @@ async def test_disconnect_moves_status_frees_address_logs_and_publishes(
     _, client = service
     account = await _create(client)
     assert account["serviceable_address"]["line1"] == "1 Main St"
+    assert datetime.fromisoformat(account["created_at"]).tzinfo is not None  # SQLite too
     assert account["activated_at"] is not None
 
     response = await client.post(
@@ -110,6 +112,8 @@ async def test_second_disconnect_is_409_and_changes_nothing(service):
 async def test_bad_input_is_a_clear_4xx(service):
     _, client = service
     assert (await client.post("/accounts/999/disconnect")).status_code == 404
+    huge = await client.get(f"/accounts/{2**70}")
+    assert huge.status_code == 422 and "out of range" in huge.json()["message"]
     assert (await client.get("/accounts/999")).json()["message"] == "account 999 not found"
 
     invalid = await client.post(

@@ -6,7 +6,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -15,6 +14,8 @@ from sqlalchemy import (
     Table,
     Uuid,
 )
+
+from backhaul_kit.db import UtcDateTime
 
 messaging_metadata = MetaData()
 
@@ -31,8 +32,8 @@ outbox_messages = Table(
     Column("key", String(100), nullable=False),
     Column("value", LargeBinary, nullable=False),
     Column("headers", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("published_at", UtcDateTime(), nullable=True),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
 
@@ -42,5 +43,5 @@ inbox_messages = Table(
     Column("consumer", String(100), primary_key=True),
     Column("event_id", Uuid, primary_key=True),
     Column("event_type", String(100), nullable=False),
-    Column("handled_at", DateTime(timezone=True), nullable=False),
+    Column("handled_at", UtcDateTime(), nullable=False),
 )

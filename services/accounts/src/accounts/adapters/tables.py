@@ -10,7 +10,6 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +19,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from backhaul_kit.db import UtcDateTime
 
 
 class Base(DeclarativeBase):
@@ -86,9 +87,9 @@ class Account(Base):
     billing_day: Mapped[int] = mapped_column(Integer, default=1)
     mailing_address: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    disconnected_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     status: Mapped[AccountStatus] = relationship(lazy="joined")
     account_type: Mapped[AccountType | None] = relationship(lazy="joined")
@@ -126,7 +127,7 @@ class Note(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     body: Mapped[str] = mapped_column(Text)
     author: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Task(Base):
@@ -137,11 +138,11 @@ class Task(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     assignee: Mapped[str | None] = mapped_column(String(200))
-    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     completed: Mapped[bool] = mapped_column(Boolean, default=False)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_by: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Disconnection(Base):
@@ -151,7 +152,7 @@ class Disconnection(Base):
 
     id: Mapped[UUID] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    disconnected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disconnected_at: Mapped[datetime] = mapped_column(UtcDateTime())
     disconnected_by: Mapped[str] = mapped_column(String(200))
     address: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     previous_status_id: Mapped[int] = mapped_column(ForeignKey("account_statuses.id"))
@@ -172,7 +173,7 @@ class DisconnectionStep(Base):
     )
     step: Mapped[str] = mapped_column(String(40), primary_key=True)
     state: Mapped[str] = mapped_column(String(20))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -186,7 +187,7 @@ class AccountLog(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(60))
     changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
