@@ -69,7 +69,12 @@ def _settings() -> OpsSettings:
     try:
         return get_settings()
     except ValidationError as exc:
-        _fail(f"invalid settings: {exc}", EXIT_USAGE)
+        # Without the input values: a misplaced secret must not reach the terminal.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        _fail(f"invalid settings: {problems}", EXIT_USAGE)
 
 
 def _run(settings: OpsSettings, work: Coroutine[Any, Any, T]) -> T:
