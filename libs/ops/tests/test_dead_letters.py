@@ -141,6 +141,8 @@ def test_unknown_or_misnamed_topics_fail_with_a_reason(ops):
     assert not_a_dlq.exit_code == 1
     assert "is not a dead-letter topic" in not_a_dlq.output
 
+    assert ops("dlq", "replay", DLQ, "--event-id", "not-a-uuid").exit_code == 2
+
 
 def test_split_dead_letter_topic():
     assert split_dead_letter_topic("t1.accounts.events.v1.billing.dlq") == (

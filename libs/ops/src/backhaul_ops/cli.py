@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
+from uuid import UUID
 
 import typer
 from aiokafka.errors import KafkaError
@@ -69,7 +70,12 @@ def _settings() -> OpsSettings:
     try:
         return get_settings()
     except ValidationError as exc:
-        _fail(f"invalid settings: {exc}", EXIT_USAGE)
+        # Without the input values: a misplaced secret must not reach the terminal.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        _fail(f"invalid settings: {problems}", EXIT_USAGE)
 
 
 def _run(settings: OpsSettings, work: Coroutine[Any, Any, T]) -> T:
@@ -185,7 +191,8 @@ def _render_outcome(outcome: ReplayOutcome) -> str:
 def dlq_replay(
     topic: Annotated[str, typer.Argument(help="The DLQ, e.g. accounts.events.v1.billing.dlq")],
     event_id: Annotated[
-        str | None, typer.Option("--event-id", help="Replay only the dead letters of this event.")
+        UUID | None,
+        typer.Option("--event-id", help="Replay only the dead letters of this event."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")
@@ -202,7 +209,10 @@ def dlq_replay(
     """
     settings = _settings()
     outcomes = _run(
-        settings, dead_letters.replay(settings, topic, event_id=event_id, dry_run=dry_run)
+        settings,
+        dead_letters.replay(
+            settings, topic, event_id=str(event_id) if event_id else None, dry_run=dry_run
+        ),
     )
     if as_json:
         _print_json([o.as_dict() for o in outcomes])

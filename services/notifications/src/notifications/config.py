@@ -50,6 +50,9 @@ class NotificationsSettings(ServiceSettings):
     def _one_tls_mode(self) -> "NotificationsSettings":
         if self.smtp_tls and self.smtp_starttls:
             raise ValueError("choose SMTP_TLS (implicit TLS) or SMTP_STARTTLS, not both")
+        if self.email_send_lease_seconds < 4 * self.smtp_timeout_seconds:
+            # A send is cut off at half the lease; it needs room for several SMTP round trips.
+            raise ValueError("EMAIL_SEND_LEASE_SECONDS must be at least 4 x SMTP_TIMEOUT_SECONDS")
         if (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("SMTP_USERNAME and SMTP_PASSWORD go together")
         return self

@@ -5,6 +5,7 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from backhaul_contracts import Envelope, Event
@@ -485,3 +486,28 @@ async def test_a_disabled_trigger_sends_nothing_and_a_child_disconnect_mails_the
     assert email["subject"] == "Your account Account 1002 has been disconnected"
     assert email["trigger_event_type"] == "AccountDisconnected"
     assert await _emails(client, 1002) == []
+
+
+async def test_a_relay_outage_keeps_email_queued_without_using_up_attempts(
+    service, settings, mail_sink
+):
+    runtime, client = service
+    mail_sink.controller.stop()
+    await _created(runtime, settings, 1101, "kim@example.com")
+    await _publish(runtime, settings, _disconnected(1101, "kim@example.com"))
+
+    async def waiting_for_the_relay():
+        emails = await _emails(client, 1101)
+        assert len(emails) == 1 and (emails[0]["reject_reason"] or "").startswith("relay problem")
+        return emails[0]
+
+    email = await eventually(waiting_for_the_relay)
+    assert email["state"] == "queued" and email["attempts"] == 0
+    # The relay comes back on the same port (an aiosmtpd controller cannot be restarted).
+    mail_sink.controller = Controller(
+        mail_sink.handler, hostname="127.0.0.1", port=settings.smtp_port
+    )
+    mail_sink.controller.start()
+    [email] = await eventually(_until_state(client, 1101, "sent"))
+    assert email["attempts"] == 1
+    assert [m["to"] for m in read_messages(mail_sink.directory)] == ["kim@example.com"]

@@ -1,5 +1,6 @@
-"""The SMTP mailer against a real relay that requires STARTTLS and authentication."""
+"""The SMTP mailer against real relays: STARTTLS with authentication, and a slow one."""
 
+import asyncio
 import shutil
 import socket
 import ssl
@@ -12,7 +13,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from notifications.adapters.smtp import SmtpMailer, compose
 from notifications.config import NotificationsSettings
-from notifications.domain.delivery import Verdict, classify
+from notifications.domain.delivery import OUTCOME_UNKNOWN, RELAY_PROBLEM, Verdict, classify
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +134,34 @@ async def test_relay_problems_are_not_blamed_on_the_recipient(relay, changes):
         _message(), "ada@example.com"
     )
     # Code 0: the relay failed, so the email stays queued and the attempt does not count.
-    assert reply.code == 0, reply
+    assert reply.code == RELAY_PROBLEM, reply
     assert reply.message.startswith("relay problem")
     assert handler.received == []
+
+
+async def test_a_connection_lost_during_data_is_an_unknown_outcome(tmp_path):
+    """The relay took the message but its answer never came: report it as unknown, so the
+    dispatcher closes the email instead of sending it a second time."""
+
+    class SlowToAnswer:
+        received: list[bytes] = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.received.append(envelope.original_content)
+            await asyncio.sleep(3)
+            return "250 OK"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handler = SlowToAnswer()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = NotificationsSettings(smtp_port=port, smtp_timeout_seconds=1)
+        reply = await SmtpMailer(settings).send(_message(), "ada@example.com")
+    finally:
+        controller.stop()
+    assert reply.code == OUTCOME_UNKNOWN
+    assert classify(reply) is Verdict.OUTCOME_UNKNOWN
+    assert len(handler.received) == 1  # it did arrive: resending would duplicate it

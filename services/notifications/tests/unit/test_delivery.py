@@ -6,6 +6,8 @@ from uuid import UUID
 import pytest
 
 from notifications.domain.delivery import (
+    OUTCOME_UNKNOWN,
+    RELAY_PROBLEM,
     Reply,
     Verdict,
     address_problem,
@@ -29,7 +31,8 @@ from notifications.domain.sms import NoSmsGateway, SmsUnavailable
         (Reply(552, "5.2.2 mailbox full"), Verdict.PERMANENT),
         (Reply(553, "mailbox name not allowed"), Verdict.INVALID),
         (Reply(550, "5.1.3 bad destination mailbox address syntax"), Verdict.INVALID),
-        (Reply(0, "relay problem: connection refused"), Verdict.TEMPORARY),
+        (Reply(RELAY_PROBLEM, "relay problem: connection refused"), Verdict.RELAY_PROBLEM),
+        (Reply(OUTCOME_UNKNOWN, "connection lost during DATA"), Verdict.OUTCOME_UNKNOWN),
     ],
 )
 def test_replies_are_classified(reply, verdict):
@@ -77,5 +80,7 @@ def test_staff_email_setting_is_checked():
     assert NotificationsSettings(staff_email="staff@backhaul.local").staff_email
     with pytest.raises(ValueError, match="STAFF_EMAIL"):
         NotificationsSettings(staff_email="staff at backhaul")
+    with pytest.raises(ValueError, match="EMAIL_SEND_LEASE_SECONDS"):
+        NotificationsSettings(smtp_timeout_seconds=60, email_send_lease_seconds=120)
     with pytest.raises(ValueError, match="not both"):
         NotificationsSettings(smtp_tls=True, smtp_starttls=True)

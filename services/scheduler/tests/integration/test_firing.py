@@ -285,3 +285,38 @@ async def test_firing_outcomes_arrive_over_kafka_on_either_owners_topic(
         return body
 
     assert (await eventually(completed))["outcome"] == {"disconnection_id": disconnection}
+
+
+async def test_an_event_that_cannot_become_a_command_fails_without_blocking_the_others(idle):
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    broken, fine = uuid4(), uuid4()
+    async with idle.uow() as uow:
+        await uow.session.execute(
+            insert(ScheduledEvent),
+            [
+                {
+                    "id": event_id,
+                    "account_id": 331,
+                    "action": Action.CHANGE_STATUS.value,
+                    "parameters": parameters,
+                    "run_at": due + timedelta(milliseconds=offset),
+                    "sequence": 0,
+                    "state": State.PENDING.value,
+                    "warnings": [],
+                    "outcome": {},
+                    "created_by": "old version",
+                    "created_at": due,
+                    "updated_at": due,
+                }
+                for event_id, parameters, offset in (
+                    (broken, {"status": "Active"}, 0),
+                    (fine, {"status_id": 2}, 1),
+                )
+            ],
+        )
+    assert await handlers.fire_due(idle.uow(), batch_size=10) == 2
+    failed = await state_of(idle, broken)
+    assert failed.state == State.FAILED
+    assert failed.failure_code == "invalid"
+    assert "parameters.status_id" in (failed.failure_reason or "")
+    assert (await state_of(idle, fine)).state == State.DISPATCHED

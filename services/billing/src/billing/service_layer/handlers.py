@@ -1062,25 +1062,6 @@ async def _evaluate_delinquency(uow: UnitOfWork, account: BillingAccount, today:
         )
 
 
-async def check_delinquency(uow: UnitOfWork, today: date) -> int:
-    """Evaluate every account with an unpaid invoice (and every delinquent one)."""
-    async with uow:
-        ids = set(
-            (
-                await uow.session.scalars(
-                    select(Invoice.bill_to_account_id).where(Invoice.void.is_(False)).distinct()
-                )
-            ).all()
-        )
-        changed = 0
-        for account_id in sorted(ids):
-            account = await get_account(uow, account_id)
-            before = account.delinquent
-            await _evaluate_delinquency(uow, account, today)
-            changed += before != account.delinquent
-        return changed
-
-
 # -- billing configuration and settings ----------------------------------------------------
 
 

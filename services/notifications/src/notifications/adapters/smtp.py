@@ -12,7 +12,7 @@ import aiosmtplib
 import structlog
 
 from notifications.config import NotificationsSettings
-from notifications.domain.delivery import Reply
+from notifications.domain.delivery import OUTCOME_UNKNOWN, RELAY_PROBLEM, Reply
 
 log = structlog.get_logger(__name__)
 
@@ -42,32 +42,43 @@ class SmtpMailer:
     async def send(self, message: EmailMessage, recipient: str) -> Reply:
         settings = self.settings
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        client = aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=password,
+            use_tls=settings.smtp_tls,
+            start_tls=settings.smtp_starttls,
+            cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+            timeout=settings.smtp_timeout_seconds,
+        )
+        # Until DATA is sent nothing can have been delivered, so any failure before it is safe
+        # to retry; a connection lost during DATA leaves the outcome unknown.
+        data_sent = False
         try:
-            _errors, response = await aiosmtplib.send(
+            async with client:
+                utf8 = not (recipient.isascii() and self.sender.isascii())
+                if utf8 and not client.supports_extension("smtputf8"):
+                    return Reply(553, "5.6.7 non-ASCII address and the relay lacks SMTPUTF8")
+                options = ["SMTPUTF8"] if utf8 else []
+                encoding = "utf-8" if utf8 else "ascii"
+                await client.mail(self.sender, options=options, encoding=encoding)
+                await client.rcpt(recipient, encoding=encoding)
                 # Flattened here with our policy: aiosmtplib's own would fold long headers.
-                message.as_bytes(policy=_POLICY.clone(linesep="\r\n")),
-                sender=self.sender,
-                recipients=[recipient],
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                username=settings.smtp_username,
-                password=password,
-                use_tls=settings.smtp_tls,
-                start_tls=settings.smtp_starttls,
-                cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
-                timeout=settings.smtp_timeout_seconds,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            return Reply(refused.code, refused.message)
+                raw = message.as_bytes(policy=_POLICY.clone(linesep="\r\n", utf8=utf8))
+                data_sent = True
+                response = await client.data(raw)
         except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as exc:
             return Reply(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
+            if data_sent:
+                log.error("smtp_outcome_unknown", host=settings.smtp_host, error=repr(exc))
+                return Reply(OUTCOME_UNKNOWN, f"connection lost during DATA: {exc!r}")
             # The relay itself (unreachable, refusing our login or sender): no verdict on
-            # the recipient. Code 0 tells the dispatcher to try again later.
+            # the recipient. RELAY_PROBLEM tells the dispatcher to try again later.
             log.warning("smtp_relay_problem", host=settings.smtp_host, error=repr(exc))
-            return Reply(0, f"relay problem: {type(exc).__name__}: {exc}")
-        return Reply(250, response)
+            return Reply(RELAY_PROBLEM, f"relay problem: {type(exc).__name__}: {exc}")
+        return Reply(response.code, response.message)
 
 
 def compose(

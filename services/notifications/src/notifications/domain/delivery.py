@@ -30,20 +30,27 @@ class Verdict(StrEnum):
     """What one delivery attempt came to."""
 
     SENT = "sent"
+    RELAY_PROBLEM = "relay_problem"  # no verdict on the recipient yet
+    OUTCOME_UNKNOWN = "outcome_unknown"  # may have been delivered: closed, never resent
     TEMPORARY = "temporary"  # 4xx: try again later
     PERMANENT = "permanent"  # 5xx: never retried
     INVALID = "invalid"  # the address itself cannot be delivered to
 
 
+# Pseudo reply codes for attempts that got no verdict on the recipient.
+RELAY_PROBLEM = 0  # nothing was handed over (relay down, login refused): retry, uncounted
+OUTCOME_UNKNOWN = -1  # lost during DATA: it may have been delivered, so never retry
+
+
 @dataclass(frozen=True)
 class Reply:
-    """The SMTP server's answer to one attempt (code 0: no answer, the relay was unreachable)."""
+    """The SMTP server's answer to one attempt, or one of the pseudo codes above."""
 
     code: int
     message: str
 
     def __str__(self) -> str:
-        return f"{self.code} {self.message}".strip() if self.code else self.message
+        return f"{self.code} {self.message}".strip() if self.code > 0 else self.message
 
 
 # RFC 3463 enhanced codes that mean the address is malformed rather than refused.
@@ -52,13 +59,16 @@ _INVALID_ADDRESS_CODES = re.compile(r"\b5\.1\.(3|6|7)\b")
 
 def classify(reply: Reply) -> Verdict:
     """Map an SMTP reply to a verdict: 2xx sent, 4xx temporary, 5xx permanent or invalid."""
+    if reply.code == RELAY_PROBLEM:
+        return Verdict.RELAY_PROBLEM
+    if reply.code == OUTCOME_UNKNOWN:
+        return Verdict.OUTCOME_UNKNOWN
     if 200 <= reply.code < 300:
         return Verdict.SENT
     if 500 <= reply.code < 600:
         if reply.code in (501, 553) or _INVALID_ADDRESS_CODES.search(reply.message):
             return Verdict.INVALID
         return Verdict.PERMANENT
-    # 4xx, and no reply at all (connection refused, timeout): the relay may answer later.
     return Verdict.TEMPORARY
 
 

@@ -27,6 +27,7 @@ from backhaul_kit.unit_of_work import UnitOfWork
 from notifications.adapters.smtp import Mailer, compose
 from notifications.adapters.tables import Email
 from notifications.domain.delivery import (
+    OUTCOME_UNKNOWN,
     EmailState,
     Reply,
     Verdict,
@@ -37,10 +38,13 @@ from notifications.domain.delivery import (
 
 log = structlog.get_logger(__name__)
 
-OUTCOME_UNKNOWN = (
+ABANDONED = (
     "delivery outcome unknown: the worker stopped while sending; "
     "not sent again so the recipient never gets it twice"
 )
+
+
+RECORD_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class Dispatcher:
             ) as span:
                 reply = await self.send(claimed)
                 span.set_attribute("smtp.reply_code", reply.code)
-                await self.record(claimed, reply)
+                await self._record_persistently(claimed, reply)
             attempted += 1
         return attempted
 
@@ -193,7 +197,25 @@ class Dispatcher:
             idempotency_key=claimed.idempotency_key,
             queued_at=claimed.queued_at,
         )
-        return await self.mailer.send(message, claimed.recipient)
+        # A hard bound well inside the lease, so no send outlives its claim.
+        limit = self.policy.send_lease.total_seconds() / 2
+        try:
+            return await asyncio.wait_for(self.mailer.send(message, claimed.recipient), limit)
+        except TimeoutError:
+            return Reply(OUTCOME_UNKNOWN, f"the SMTP conversation took longer than {limit:.0f}s")
+
+    async def _record_persistently(self, claimed: Claimed, reply: Reply) -> None:
+        """The message may be out: losing its outcome to a database blip would close it as
+        unknown later, so recording is retried a few times before giving up."""
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                await self.record(claimed, reply)
+                return
+            except Exception as exc:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                log.warning("email_outcome_not_recorded", attempt=attempt, error=repr(exc))
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
 
     async def record(self, claimed: Claimed, reply: Reply) -> EmailState:
         """Store the attempt's outcome and emit its event; returns the row's state."""
@@ -211,7 +233,8 @@ class Dispatcher:
                 return EmailState(email.state)
             now = self.clock()
             email.sending_since = None
-            if reply.code == 0:
+            verdict = classify(reply)
+            if verdict is Verdict.RELAY_PROBLEM:
                 # The relay, not the recipient, failed: this attempt does not count.
                 email.attempts = max(email.attempts - 1, 0)
                 email.reject_reason = str(reply)
@@ -221,7 +244,6 @@ class Dispatcher:
                     max_seconds=self.policy.backoff_max_seconds,
                 )
                 return EmailState.QUEUED
-            verdict = classify(reply)
             if verdict is Verdict.SENT:
                 email.state = EmailState.SENT.value
                 email.sent_at = now
@@ -253,6 +275,8 @@ class Dispatcher:
             reason = str(reply)
             if verdict is Verdict.TEMPORARY:
                 reason = f"{reason} (gave up after {email.attempts} attempts)"
+            elif verdict is Verdict.OUTCOME_UNKNOWN:
+                reason = f"delivery outcome unknown ({reply}); not sent again"
             await self._reject(
                 uow, email, state, reason, permanent=verdict is not Verdict.TEMPORARY
             )
@@ -275,9 +299,7 @@ class Dispatcher:
             for email in rows:
                 email.sending_since = None
                 with flow(email.correlation_id, email.trigger_event_id):
-                    await self._reject(
-                        uow, email, EmailState.REJECTED, OUTCOME_UNKNOWN, permanent=True
-                    )
+                    await self._reject(uow, email, EmailState.REJECTED, ABANDONED, permanent=True)
             return len(rows)
 
     async def _reject(

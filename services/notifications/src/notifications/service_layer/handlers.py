@@ -262,6 +262,8 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
                 event_id=str(envelope.event_id),
             )
             continue
+        # Staff mail is about the account itself, so it stays in that account's log.
+        log_account_id = account_id if audience is Audience.STAFF else mail_account_id
         for contact in targets:
             if not contact.email or contact.email.lower() in done:
                 continue
@@ -273,7 +275,7 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
                 event,
                 contact,
                 account_vars,
-                account_id=mail_account_id,
+                account_id=log_account_id,
                 mailing=mailing,
             )
 

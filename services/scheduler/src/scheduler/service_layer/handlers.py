@@ -20,7 +20,7 @@ from backhaul_contracts.events import accounts as accounts_events
 from backhaul_contracts.events import billing as billing_events
 from backhaul_contracts.events import scheduler as events
 from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded
-from backhaul_kit.errors import Conflict, InvalidInput, NotFound
+from backhaul_kit.errors import Conflict, DomainError, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from scheduler.adapters.outbox import emit_many
 from scheduler.adapters.tables import (
@@ -615,15 +615,22 @@ async def fire_due(uow: UnitOfWork, *, batch_size: int, now: datetime | None = N
         claimed = list((await uow.session.execute(statement)).all())
         if not claimed:
             return 0
-        firing = await _in_account_order(uow, claimed, now)
-        if not firing:
+        commands: list[tuple[Row[Any], Event]] = []
+        for r in await _in_account_order(uow, claimed, now):
+            try:
+                commands.append(
+                    (r, command_for(r.action, r.parameters, r.account_id, r.created_by))
+                )
+            except DomainError as error:
+                # A row that can no longer be turned into a command (its parameters were
+                # written by an older version) must not block the rest: it fails, saying why.
+                await _fail_unsendable(uow, r.id, error.message, now)
+        if not commands:
             return len(claimed)
+        firing = [r for r, _ in commands]
         await emit_many(
             uow,
-            [
-                (command_for(r.action, r.parameters, r.account_id, r.created_by), r.account_id)
-                for r in firing
-            ],
+            [(command, r.account_id) for r, command in commands],
             event_ids=[r.id for r in firing],
         )
         await uow.session.execute(
@@ -643,6 +650,16 @@ async def fire_due(uow: UnitOfWork, *, batch_size: int, now: datetime | None = N
             max_lag_ms=round(max(now - r.run_at for r in firing).total_seconds() * 1000),
         )
         return len(claimed)
+
+
+async def _fail_unsendable(uow: UnitOfWork, event_id: UUID, reason: str, now: datetime) -> None:
+    row = await get_event(uow, event_id)
+    row.state = State.FAILED.value
+    row.failure_code = "invalid"
+    row.failure_reason = f"could not be sent: {reason}"
+    row.completed_at = row.updated_at = now
+    await uow.emit(_failed(row, now), subject=row.account_id)
+    log.error("scheduled_event_unsendable", scheduled_event_id=str(row.id), reason=reason)
 
 
 def _command_type(row: ScheduledEvent) -> str:

@@ -481,7 +481,7 @@ async def get_billing_run(run_id: int, uow: UnitOfWorkDep) -> BillingRunOut:
 @router.post("/delinquency-checks", response_model=DelinquencyCheckOut, tags=["billing runs"])
 async def check_delinquency(body: DelinquencyCheckIn, uow: UnitOfWorkDep) -> DelinquencyCheckOut:
     """Mark invoices past due plus the grace period as of the date (billing runs do it too)."""
-    changed = await handlers.check_delinquency(uow, body.date)
+    changed = await billing_runs.check_delinquency(uow, body.date)
     return DelinquencyCheckOut(date=body.date, accounts_changed=changed)
 
 

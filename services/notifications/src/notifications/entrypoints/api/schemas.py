@@ -20,6 +20,13 @@ Category = Field(
 )
 
 
+TEMPLATE_HELP = (
+    "Jinja2 (sandboxed, plain text). Variables: account.id, account.name, "
+    "account.parent_account_id; contact.name, contact.email; event.<any field of the event>; "
+    "event_type; occurred_at. Unknown variables are refused when the trigger is saved."
+)
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -41,8 +48,8 @@ class TriggerIn(_In):
     )
     audience: Audience = Audience.PRIMARY_CONTACT
     category: str | None = Category
-    subject_template: str = Field(min_length=1, max_length=1000, description="Jinja2")
-    body_template: str = Field(min_length=1, max_length=100_000, description="Jinja2")
+    subject_template: str = Field(min_length=1, max_length=1000, description=TEMPLATE_HELP)
+    body_template: str = Field(min_length=1, max_length=100_000, description=TEMPLATE_HELP)
     enabled: bool = True
 
 
