@@ -35,8 +35,9 @@ lint:
 	@tools/install.sh run >/dev/null
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
-	$(UV) run --no-sync mypy libs/contracts/src libs/kit/src libs/devstack/src services/*/src
+	$(UV) run --no-sync mypy libs/contracts/src libs/kit/src libs/devstack/src libs/ops/src services/*/src
 	$(UV) run --no-sync python -m backhaul_contracts.schemas check
+	tools/deploy-check.sh
 
 format:
 	$(UV) run --no-sync ruff check --fix .
