@@ -214,6 +214,9 @@ async def test_permanent_rejection_is_not_retried(service, settings, mail_sink):
     assert email["attempts"] == 1
     assert email["reject_reason"].startswith("550 5.1.1")
     assert "user unknown" in email["reject_reason"]
+    rejected = (await client.get("/emails", params={"state": "rejected"})).json()
+    assert [e["id"] for e in rejected] == [email["id"]]
+    assert (await client.get("/emails", params={"state": "sent"})).json() == []
 
 
 async def test_undeliverable_address_is_invalid_and_never_sent(service, settings, mail_sink):

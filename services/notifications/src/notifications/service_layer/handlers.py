@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import event as orm_event
 from sqlalchemy import func, select
 
@@ -40,6 +41,7 @@ from notifications.domain.triggers import (
     conditions_hold,
     event_fields,
     recipients,
+    triggerable_events,
 )
 from notifications.service_layer import replica
 
@@ -74,6 +76,53 @@ def validate_trigger(spec: TriggerSpec) -> None:
         templates.check(spec.body_template, event_fields=fields, what="body_template")
     except (TriggerProblem, templates.TemplateProblem) as exc:
         raise InvalidInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Preview:
+    subject: str
+    body: str
+    matches: bool
+
+
+async def preview_trigger(
+    uow: UnitOfWork,
+    trigger_id: int,
+    *,
+    payload: dict[str, Any],
+    account: dict[str, Any],
+    contact: dict[str, Any],
+) -> Preview:
+    """Render a trigger for a sample event, as its recipient would read it; nothing is sent."""
+    async with uow:
+        trigger = await get_trigger(uow, trigger_id)
+        subject_template, body_template = trigger.subject_template, trigger.body_template
+        event_type, conditions = trigger.event_type, trigger.conditions or {}
+    model = triggerable_events()[event_type][-1]
+    try:
+        event = model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"the sample is not a valid {event_type}: {problems}") from None
+    event_json = event.model_dump(mode="json")
+    variables = {
+        "account": account,
+        "contact": contact,
+        "event": event_json,
+        "event_type": event_type,
+        "occurred_at": _now(),
+    }
+    try:
+        rendered = templates.render(subject_template, body_template, variables)
+    except templates.TemplateProblem as exc:
+        raise InvalidInput(f"trigger {trigger_id}: {exc}") from None
+    return Preview(
+        subject=rendered.subject,
+        body=rendered.body,
+        matches=conditions_hold(conditions, event_json),
+    )
 
 
 async def get_trigger(uow: UnitOfWork, trigger_id: int) -> Trigger:

@@ -107,3 +107,18 @@ class ContactOut(_Out):
     email: str | None
     is_primary: bool
     message_categories: list[str]
+
+
+class PreviewIn(_In):
+    event: dict[str, Any] = Field(description="A sample payload of the trigger's event type")
+    account_id: int = 1
+    account_name: str = Field(default="Sample account", max_length=200)
+    parent_account_id: int | None = None
+    contact_name: str = Field(default="Sample contact", max_length=200)
+    contact_email: str = Field(default="contact@example.com", max_length=320)
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    body: str
+    matches: bool = Field(description="Whether the trigger's conditions hold for this sample")
