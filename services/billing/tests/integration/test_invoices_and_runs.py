@@ -95,6 +95,7 @@ async def test_leap_year_activation_is_prorated_and_the_run_bills_the_next_perio
     assert (run["accounts_billed"], run["invoices_issued"]) == (1, 1)
     [invoice] = (await client.get("/accounts/60/invoices")).json()
     assert invoice["total"] == "49.00"  # February's 20.00 and March's 29.00
+    assert invoice["number"] == f"INV-{invoice['id']:06d}"
     assert (invoice["period_start"], invoice["period_end"]) == ("2024-03-01", "2024-03-31")
     assert invoice["months"] == 1 and invoice["due_date"] == "2024-03-15"
 

@@ -460,9 +460,23 @@ async def on_account_disconnected(
     if existing is not None:
         log.info("final_invoice_exists", disconnection_id=str(event.disconnection_id))
         return
-    account = await uow.session.get(BillingAccount, event.account_id)
-    if account is None:
-        raise NotFound(ledger.UNKNOWN_ACCOUNT.format(id=event.account_id))
+    if await uow.session.get(BillingAccount, event.account_id) is None:
+        # An account billing never heard of (created before billing was deployed) still
+        # gets its (empty) final invoice, or the disconnect would never complete.
+        uow.session.add(
+            BillingAccount(
+                id=event.account_id,
+                name=event.account_name,
+                status_id=event.status.id,
+                status_name=event.status.name,
+                activates=event.status.activates_account,
+                parent_id=event.parent_account_id,
+                billing_day=1,
+                updated_at=now(),
+            )
+        )
+        await uow.session.flush()
+    account = await get_account(uow, event.account_id, for_update=True)
     account.status_id = event.status.id
     account.status_name = event.status.name
     account.activates = event.status.activates_account
