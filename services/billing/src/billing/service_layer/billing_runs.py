@@ -307,8 +307,8 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             update(TRANSACTIONS)
             .where(
                 TRANSACTIONS.c.id.in_([d for lines in by_account.values() for d, _ in lines]),
+                batch_invoices,  # by primary key, not a scan of every invoice
                 INVOICES.c.account_id == TRANSACTIONS.c.account_id,
-                INVOICES.c.billing_run_id == run.run_id,
             )
             .values(invoice_id=INVOICES.c.id)
         )
