@@ -280,6 +280,19 @@ async def test_worker_dying_mid_send_never_sends_twice(service, settings, mail_s
 
 async def test_final_invoice_vacation_and_staff_triggers(service, settings, mail_sink):
     runtime, client = service
+    billing_desk = await client.post(
+        "/triggers",
+        json={
+            "name": "Failed service change, to the billing desk",
+            "event_type": "ScheduledEventFailed",
+            "conditions": {"action": "remove_service"},
+            "audience": "staff",
+            "address": "billing-desk@isp.local",
+            "subject_template": "Could not remove a service from {{ account.id }}",
+            "body_template": "{{ event.reason }}",
+        },
+    )
+    assert billing_desk.status_code == 201, billing_desk.text
     await _created(runtime, settings, 601, "gus@example.com")
     await _publish(
         runtime,
@@ -335,13 +348,30 @@ async def test_final_invoice_vacation_and_staff_triggers(service, settings, mail
         ),
         producer="scheduler",
     )
-    emails = await eventually(_until_state(client, 601, "sent", count=3))
+    await _publish(
+        runtime,
+        settings,
+        ScheduledEventFailed(
+            scheduled_event_id=uuid4(),
+            account_id=601,
+            action="remove_service",
+            failed_at=NOW,
+            reason="the service is not on the account",
+        ),
+        producer="scheduler",
+    )
+    emails = await eventually(_until_state(client, 601, "sent", count=5))
     by_subject = {e["subject"]: e for e in emails}
     assert set(by_subject) == {
         "Your final invoice INV-9",
         "Your account Account 601 is in vacation mode",
         "Scheduled add_service failed for account 601",
+        # Two staff triggers match remove_service: one email to each address.
+        "Scheduled remove_service failed for account 601",
+        "Could not remove a service from 601",
     }
+    desk = by_subject["Could not remove a service from 601"]
+    assert desk["recipient"] == "billing-desk@isp.local"
     staff = by_subject["Scheduled add_service failed for account 601"]
     assert staff["recipient"] == "noc@isp.example"
     final = by_subject["Your final invoice INV-9"]

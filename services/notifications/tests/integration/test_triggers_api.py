@@ -69,6 +69,8 @@ async def test_create_edit_disable_and_delete_a_trigger(service):
         ({"body_template": "{{ balance }}"}, "unknown variable 'balance'"),
         ({"body_template": "{{ event.invoice_id }}"}, "unknown variable 'event.invoice_id'"),
         ({"conditions": {"colour": "red"}}, "unknown field 'colour'"),
+        ({"audience": "staff", "address": "noc at isp"}, "address 'noc at isp' is invalid"),
+        ({"address": "noc@isp.example"}, "address is only for the staff audience"),
     ],
 )
 async def test_bad_triggers_are_refused_naming_the_problem(service, change, named):

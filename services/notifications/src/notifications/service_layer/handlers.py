@@ -65,10 +65,18 @@ class TriggerSpec:
     conditions: dict[str, Any] | None = None
     category: str | None = None
     enabled: bool = True
+    address: str | None = None
 
 
 def validate_trigger(spec: TriggerSpec) -> None:
     """Refuse, naming it, an unknown event type or field, or a template that cannot work."""
+    if spec.address is not None:
+        if spec.audience is not Audience.STAFF:
+            raise InvalidInput(
+                "address is only for the staff audience; contacts come from accounts"
+            )
+        if (problem := address_problem(spec.address)) is not None:
+            raise InvalidInput(f"address {spec.address!r} is invalid: {problem}")
     try:
         fields = event_fields(spec.event_type)
         check_conditions(spec.event_type, spec.conditions or {})
@@ -155,6 +163,7 @@ async def create_trigger(uow: UnitOfWork, spec: TriggerSpec) -> Trigger:
             subject_template=spec.subject_template,
             body_template=spec.body_template,
             enabled=spec.enabled,
+            address=spec.address,
             shipped=False,
             created_at=now,
             updated_at=now,
@@ -177,6 +186,7 @@ async def update_trigger(uow: UnitOfWork, trigger_id: int, changes: dict[str, An
             "conditions": trigger.conditions,
             "category": trigger.category,
             "enabled": trigger.enabled,
+            "address": trigger.address,
         } | changes
         spec = TriggerSpec(**merged)
         validate_trigger(spec)
@@ -189,6 +199,7 @@ async def update_trigger(uow: UnitOfWork, trigger_id: int, changes: dict[str, An
         trigger.conditions = spec.conditions or {}
         trigger.category = spec.category
         trigger.enabled = spec.enabled
+        trigger.address = spec.address
         trigger.updated_at = _now()
         await uow.session.flush()
         return trigger
@@ -296,10 +307,11 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
     for trigger in matching:
         audience = Audience(trigger.audience)
         if audience is Audience.STAFF:
-            if mailing.staff_email is None:
+            staff_address = trigger.address or mailing.staff_email
+            if staff_address is None:
                 log.info("staff_email_not_configured", trigger=trigger.name)
                 continue
-            targets = [ContactView(0, "Staff", mailing.staff_email, is_primary=False)]
+            targets = [ContactView(0, "Staff", staff_address, is_primary=False)]
         else:
             targets = recipients(audience, trigger.category, contacts)
         if not any(t.email for t in targets):

@@ -56,6 +56,7 @@ async def create_trigger(body: TriggerIn, uow: UnitOfWorkDep, response: Response
             subject_template=body.subject_template,
             body_template=body.body_template,
             enabled=body.enabled,
+            address=body.address,
         ),
     )
     response.headers["Location"] = f"/triggers/{trigger.id}"
@@ -74,7 +75,8 @@ async def update_trigger(trigger_id: int, body: TriggerPatch, uow: UnitOfWorkDep
     changes = {
         key: value
         for key, value in body.model_dump(exclude_unset=True).items()
-        if value is not None or key == "category"  # a null category means "no category"
+        # A null category or address clears it; for other fields null means "unchanged".
+        if value is not None or key in ("category", "address")
     }
     return TriggerOut.model_validate(await handlers.update_trigger(uow, trigger_id, changes))
 

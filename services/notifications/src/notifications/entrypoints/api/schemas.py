@@ -51,6 +51,11 @@ class TriggerIn(_In):
     subject_template: str = Field(min_length=1, max_length=1000, description=TEMPLATE_HELP)
     body_template: str = Field(min_length=1, max_length=100_000, description=TEMPLATE_HELP)
     enabled: bool = True
+    address: str | None = Field(
+        default=None,
+        max_length=320,
+        description="Staff audience only: send here instead of STAFF_EMAIL",
+    )
 
 
 class TriggerPatch(_In):
@@ -62,6 +67,7 @@ class TriggerPatch(_In):
     subject_template: str | None = Field(default=None, min_length=1, max_length=1000)
     body_template: str | None = Field(default=None, min_length=1, max_length=100_000)
     enabled: bool | None = None
+    address: str | None = Field(default=None, max_length=320)
 
 
 class TriggerOut(_Out):
@@ -74,6 +80,7 @@ class TriggerOut(_Out):
     subject_template: str
     body_template: str
     enabled: bool
+    address: str | None
     shipped: bool
     created_at: datetime
     updated_at: datetime
