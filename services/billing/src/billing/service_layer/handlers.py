@@ -884,7 +884,11 @@ async def edit_invoice(
 
 async def void_invoice(uow: UnitOfWork, invoice_id: int, *, actor: str) -> Invoice:
     """Void: take off every applied credit, reverse every debit with a discount that zeroes
-    the invoice, then lock it."""
+    the invoice, then lock it.
+
+    Credits printed on the invoice (a final invoice's unused-days credit) are not undone:
+    they pay back service billed on an earlier invoice, which the void does not touch, so
+    what of the reversals they leave over stays an available credit of the account."""
     async with uow:
         invoice = await get_invoice(uow, invoice_id)
         ledger.refuse_if_locked(invoice, "void it")
