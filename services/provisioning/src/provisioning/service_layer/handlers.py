@@ -108,6 +108,7 @@ class AssignIp:
 
 
 async def get_pool(uow: UnitOfWork, pool_id: int, *, for_update: bool = False) -> IpPool:
+    """The pool, locked against concurrent assignment when asked (PostgreSQL)."""
     statement = select(IpPool).where(IpPool.id == pool_id)
     if for_update and not uow.db.is_sqlite:
         # Serialises assignments within one pool, so "next free" is never handed out twice.
@@ -119,6 +120,7 @@ async def get_pool(uow: UnitOfWork, pool_id: int, *, for_update: bool = False) -
 
 
 async def get_replica(uow: UnitOfWork, account_id: int) -> AccountReplica:
+    """The account as provisioning knows it; 404 until its status is known."""
     replica = await uow.session.get(AccountReplica, account_id)
     if replica is None or replica.status_id is None:
         raise NotFound(
@@ -129,6 +131,7 @@ async def get_replica(uow: UnitOfWork, account_id: int) -> AccountReplica:
 
 
 async def get_assignment(uow: UnitOfWork, assignment_id: UUID) -> IpAssignment:
+    """One assignment, current or ended."""
     assignment = await uow.session.get(IpAssignment, assignment_id)
     if assignment is None:
         raise NotFound(f"IP assignment {assignment_id} not found")
@@ -136,6 +139,7 @@ async def get_assignment(uow: UnitOfWork, assignment_id: UUID) -> IpAssignment:
 
 
 async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
+    """One address list."""
     address_list = await uow.session.get(AddressList, list_id)
     if address_list is None:
         raise NotFound(f"address list {list_id} not found")
@@ -705,6 +709,7 @@ async def move_assignment(
 
 
 async def load_assignment(uow: UnitOfWork, assignment_id: UUID) -> IpAssignment:
+    """One assignment, current or ended, in its own transaction."""
     async with uow:
         return await get_assignment(uow, assignment_id)
 
