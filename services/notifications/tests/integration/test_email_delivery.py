@@ -1,5 +1,6 @@
 """Triggered email against a real database, a real Kafka broker and a real SMTP server."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -21,9 +22,13 @@ from backhaul_contracts.events.scheduler import ScheduledEventFailed
 from backhaul_contracts.topics import NOTIFICATIONS_EVENTS
 from backhaul_devstack.smtp_sink import read_messages
 from backhaul_kit.messaging.consumer import Outcome, Record
-from backhaul_kit.testing import eventually, read_events
+from backhaul_kit.testing import eventually, read_events, running
+from notifications.adapters.smtp import SmtpMailer
 from notifications.adapters.tables import Email
+from notifications.bootstrap import bootstrap
+from notifications.domain.delivery import EmailState
 from notifications.service_layer import handlers
+from notifications.service_layer.delivery import Dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -544,3 +549,31 @@ async def test_a_relay_outage_keeps_email_queued_without_using_up_attempts(
     [email] = await eventually(_until_state(client, 1101, "sent"))
     assert email["attempts"] == 1
     assert [m["to"] for m in read_messages(mail_sink.directory)] == ["kim@example.com"]
+
+
+async def test_two_replicas_never_claim_the_same_email(settings, mail_sink):
+    """Replicas share the queue: the claim is a conditional update, so exactly one wins."""
+    runtime = bootstrap(settings)
+    async with running(runtime, worker=False):
+        disconnected = _disconnected(1201, "lee@example.com")
+        envelope = Envelope.wrap(disconnected, producer="accounts", subject=1201)
+        async with runtime.uow() as uow:
+            await handlers.on_event(
+                disconnected,
+                envelope,
+                uow,
+                mailing=handlers.Mailing(staff_email=None, mail_from=settings.mail_from),
+            )
+        async with runtime.db.transaction() as session:
+            email_id = await session.scalar(select(Email.id).where(Email.account_id == 1201))
+        first = runtime.dispatcher
+        second = Dispatcher(runtime.uow, SmtpMailer(settings), first.policy)
+
+        claims = await asyncio.gather(*(d.claim(email_id) for d in (first, second, first)))
+        winners = [c for c in claims if c is not None]
+        assert len(winners) == 1
+        assert await second.deliver_due() == 0  # claimed: not due for anyone else
+        reply = await first.send(winners[0])
+        assert await first.record(winners[0], reply) == EmailState.SENT
+        assert await second.deliver_due() == 0
+    assert [m["to"] for m in read_messages(mail_sink.directory)] == ["lee@example.com"]
