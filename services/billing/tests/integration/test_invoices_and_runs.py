@@ -193,11 +193,18 @@ async def test_frozen_invoice_gets_no_payments_and_cannot_change(service):
         await client.post(f"/invoices/{invoice['id']}/void"),
         await client.post(f"/invoices/{invoice['id']}/apply-credits"),
         await client.patch(f"/invoices/{invoice['id']}", json={"message": "hello"}),
+        await client.patch(
+            f"/transactions/{invoice['debits'][0]['id']}", json={"description": "TV, March"}
+        ),
     ):
         assert refused.status_code == 409 and "frozen" in refused.json()["message"]
 
     thawed = (await client.patch(f"/invoices/{invoice['id']}", json={"frozen": False})).json()
     assert thawed["paid"] == "10.00" and thawed["state"] == "paid"
+    edited = await client.patch(
+        f"/transactions/{invoice['debits'][0]['id']}", json={"description": "TV, March"}
+    )
+    assert edited.status_code == 200 and edited.json()["description"] == "TV, March"
 
 
 async def test_apply_credits_reverse_debit_and_delete(service):

@@ -845,6 +845,29 @@ async def reverse_transaction(
         raise Conflict(f"a {kind.value} cannot be reversed; only debits and payments can")
 
 
+async def edit_debit_description(
+    uow: UnitOfWork, transaction_id: int, description: str, *, actor: str
+) -> Transaction:
+    """Change a debit's description (seed 003: Reverse > Edit); not on a locked invoice."""
+    async with uow:
+        debit = await uow.session.get(Transaction, transaction_id)
+        if debit is None:
+            raise NotFound(f"transaction {transaction_id} not found")
+        if debit.type != TransactionType.DEBIT.value:
+            raise Conflict(f"only a debit's description can be edited, not a {debit.type}'s")
+        if debit.invoice_id is not None:
+            ledger.refuse_if_locked(await get_invoice(uow, debit.invoice_id), "edit its debits")
+        log.info(
+            "debit_description_changed",
+            transaction_id=debit.id,
+            actor=actor,
+            previous=debit.description,
+            description=description,
+        )
+        debit.description = description
+        return debit
+
+
 # -- invoices ------------------------------------------------------------------------------
 
 
