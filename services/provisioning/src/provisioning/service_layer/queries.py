@@ -22,7 +22,7 @@ from provisioning.adapters.tables import (
     UninventoriedMac,
 )
 from provisioning.domain import ipam
-from provisioning.service_layer.handlers import get_address_list, get_pool, get_replica
+from provisioning.service_layer.network import get_address_list, get_pool, get_replica
 
 
 @dataclass(frozen=True)

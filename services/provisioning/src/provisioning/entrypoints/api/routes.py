@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from backhaul_kit.errors import InvalidInput
+from provisioning.adapters.tables import AddressList, AddressListChange
 from provisioning.domain.rules import routeros_script
 from provisioning.entrypoints.api.deps import ActorDep, UnitOfWorkDep
 from provisioning.entrypoints.api.schemas import (
@@ -79,7 +80,7 @@ def _assignee(body: AssigneeIn) -> handlers.Assignee:
     )
 
 
-def _list_out(address_list: handlers.AddressList, count: int) -> AddressListOut:
+def _list_out(address_list: AddressList, count: int) -> AddressListOut:
     return AddressListOut(
         id=address_list.id,
         name=address_list.name,
@@ -308,7 +309,7 @@ async def all_changes(
     return _changes_out(rows, cursor)
 
 
-def _changes_out(rows: list[tuple[handlers.AddressListChange, str]], cursor: int) -> ChangesOut:
+def _changes_out(rows: list[tuple[AddressListChange, str]], cursor: int) -> ChangesOut:
     return ChangesOut(
         changes=[
             ChangeOut(
