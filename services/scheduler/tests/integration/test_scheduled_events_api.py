@@ -371,3 +371,10 @@ async def test_a_parents_disconnect_warns_of_children_left_connected(service, ot
     await schedule(client, account_id=121, action="disconnect", run_at=soon(3000))
     second = await schedule(client, account_id=120, action="disconnect", run_at=soon(3600))
     assert "child account(s) 122;" in second["warnings"][0]
+
+
+async def test_the_api_describes_itself_and_reports_ready(service):
+    _, client = service
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/scheduled-events", "/scheduled-events/{event_id}", "/vacations"} <= set(spec["paths"])
+    assert (await client.get("/readyz")).status_code == 200
