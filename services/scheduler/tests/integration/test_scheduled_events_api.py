@@ -257,7 +257,7 @@ async def test_only_pending_events_can_be_edited_or_cancelled(service, others, o
     assert cancelled.status_code == 200
     assert cancelled.json()["state"] == "cancelled"
     assert cancelled.json()["cancelled_by"] == "boss"
-    again = await client.post(f"/scheduled-events/{later['id']}/cancel")
+    again = await client.delete(f"/scheduled-events/{later['id']}")
     assert again.status_code == 409
     assert "cancelled" in again.json()["message"]
 
