@@ -286,6 +286,11 @@ async def test_lists_follow_data_service_and_delinquency(service, ev):
     assert await _entries(client, no_data["id"]) == []
     await ev.deliver(runtime, ev.delinquency(6, True))
     assert await _entries(client, delinquent["id"]) == ["10.20.0.6"]
+    on = (await client.get("/accounts/6/address-list-entries")).json()
+    assert [(e["address_list"], e["address"]) for e in on] == [
+        ("delinquent", "10.20.0.6"),
+        ("vacation-1M", "10.20.0.6"),
+    ]
     await ev.deliver(runtime, ev.service_removed(6, 600, vacation_speed))
     await ev.deliver(runtime, ev.delinquency(6, False))
     assert await _entries(client, vacation["id"]) == []

@@ -202,6 +202,19 @@ async def memberships(
         return [(entry, name) for entry, name in rows.all()]
 
 
+async def account_entries(uow: UnitOfWork, account_id: int) -> list[tuple[AddressListEntry, str]]:
+    """The lists the account's addresses are on now."""
+    async with uow:
+        await get_replica(uow, account_id)
+        rows = await uow.session.execute(
+            select(AddressListEntry, AddressList.name)
+            .join(AddressList, AddressList.id == AddressListEntry.address_list_id)
+            .where(AddressListEntry.account_id == account_id, AddressListEntry.valid_to.is_(None))
+            .order_by(AddressList.name, AddressListEntry.address)
+        )
+        return [(entry, name) for entry, name in rows.all()]
+
+
 async def radius_accounts(uow: UnitOfWork, account_id: int) -> list[RadiusAccount]:
     """The account's RADIUS logins that are not deleted."""
     async with uow:
