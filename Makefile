@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run      install what is missing, start Kafka, the mail sink and the five services"
 	@echo "make test     install what is missing and run every test against real components"
+	@echo "make reliability  fault tests under a storm (RELIABILITY_N=2000); writes docs/reliability.md"
 	@echo "make lint     ruff, ruff format --check, mypy, and the event-schema check"
 	@echo "make token    print a development bearer token (every API call needs one)"
 	@echo "make schemas  re-export the events' JSON Schemas (refuses incompatible changes)"
@@ -30,6 +31,11 @@ test-unit:
 test-e2e:
 	@tools/install.sh test
 	@$(UV) run --no-sync pytest tests/e2e $(PYTEST_ARGS)
+
+reliability:
+	@tools/install.sh test
+	@RELIABILITY_N=$${RELIABILITY_N:-2000} $(UV) run --no-sync pytest -m reliability tests/reliability $(PYTEST_ARGS)
+	@$(UV) run --no-sync python tests/reliability/report.py
 
 lint:
 	@tools/install.sh run >/dev/null

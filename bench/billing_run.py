@@ -56,6 +56,23 @@ async def _create_postgres_database(admin_url: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+async def _drop_postgres_database(admin_url: str, url: str) -> None:
+    import asyncpg
+
+    admin = make_url(admin_url)
+    connection = await asyncpg.connect(
+        host=admin.host,
+        port=admin.port,
+        user=admin.username,
+        password=admin.password,
+        database=admin.database or "postgres",
+    )
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
+    finally:
+        await connection.close()
+
+
 async def _populate(runtime, accounts: int) -> None:
     now = datetime.now(UTC)
     async with runtime.db.transaction() as session:

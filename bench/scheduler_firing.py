@@ -96,7 +96,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(events: int, accounts: int, lead: float) -> None:
+async def run(events: int, accounts: int, lead: float, answers: bool) -> None:
     configure_logging("scheduler-bench", level=os.environ.get("LOG_LEVEL", "WARNING"), json=True)
     admin_url = os.environ.get("BENCH_DATABASE_URL")
     scratch = tempfile.TemporaryDirectory()
@@ -121,7 +121,7 @@ async def run(events: int, accounts: int, lead: float) -> None:
     await asyncio.to_thread(runtime.migrate)
     await runtime.start_worker()
     stop = asyncio.Event()
-    owner = asyncio.create_task(_owner(kafka, prefix, stop))
+    owner = asyncio.create_task(_owner(kafka, prefix, stop) if answers else stop.wait())
     try:
         due = datetime.now(UTC) + timedelta(seconds=lead)
         now = datetime.now(UTC)
@@ -145,14 +145,16 @@ async def run(events: int, accounts: int, lead: float) -> None:
         async with runtime.uow() as uow:
             await uow.session.execute(insert(ScheduledEvent), rows)
         print(f"{events} events for {accounts} accounts due at {due.isoformat()}")
+        print(f"load average (1 min) before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
         started = time.monotonic()
+        awaited = State.COMPLETED if answers else State.DISPATCHED
         while True:
             async with runtime.uow() as uow:
                 done = await uow.session.scalar(
                     select(func.count())
                     .select_from(ScheduledEvent)
-                    .where(ScheduledEvent.state == State.COMPLETED.value)
+                    .where(ScheduledEvent.state == awaited.value)
                 )
             if done == events or time.monotonic() - started > 300:
                 break
@@ -170,7 +172,7 @@ async def run(events: int, accounts: int, lead: float) -> None:
         lags = [(d - r).total_seconds() for r, d, _ in timings if d is not None]
         finished = [c for _, _, c in timings if c is not None]
         print(f"database: {make_url(database_url).get_backend_name()}")
-        print(f"completed: {len(finished)}/{events}")
+        print(f"completed: {len(finished)}/{events}, dispatched: {len(lags)}/{events}")
         if finished:
             print(f"all completed after: {(max(finished) - due).total_seconds():.2f} s")
         print(
@@ -193,8 +195,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--lead", type=float, default=5.0, help="seconds until they are due")
+    parser.add_argument(
+        "--no-answers", action="store_true", help="measure firing only: nobody answers"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.events, args.accounts, args.lead))
+    asyncio.run(run(args.events, args.accounts, args.lead, not args.no_answers))
 
 
 if __name__ == "__main__":

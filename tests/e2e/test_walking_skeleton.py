@@ -162,7 +162,12 @@ async def test_disconnect_fans_out_through_every_service(stack, otlp):
 
         # One email per triggering event and recipient: the disconnect notice (and, from the
         # shipped "final invoice issued" trigger, the final invoice), each sent exactly once.
-        emails = _ok(await http.get(f"{notifications}/accounts/{account_id}/emails"))
+        async def delivered() -> list[dict[str, Any]]:
+            emails = _ok(await http.get(f"{notifications}/accounts/{account_id}/emails"))
+            assert emails and all(e["state"] == "sent" for e in emails), emails
+            return emails
+
+        emails = await eventually(delivered)
         by_trigger = {e["trigger_event_type"]: e for e in emails}
         assert len(by_trigger) == len(emails)
         notice = by_trigger["AccountDisconnected"]

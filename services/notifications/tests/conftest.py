@@ -1,3 +1,4 @@
+import contextlib
 import socket
 
 import pytest
@@ -16,8 +17,17 @@ def _free_port() -> int:
 
 @pytest.fixture
 def mail_sink(tmp_path):
-    sink = MailSink(tmp_path / "mail", smtp_port=_free_port(), http_port=_free_port())
-    sink.start()
+    # A free port can be taken by another suite between choosing and binding it: try again.
+    for attempt in range(5):
+        sink = MailSink(tmp_path / "mail", smtp_port=_free_port(), http_port=_free_port())
+        try:
+            sink.start()
+            break
+        except (OSError, RuntimeError):
+            with contextlib.suppress(Exception):
+                sink.stop()
+            if attempt == 4:
+                raise
     yield sink
     sink.stop()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from backhaul_kit.runtime import ServiceRuntime
 from billing.config import BillingSettings, get_settings
-from billing.entrypoints import consumers
+from billing.entrypoints import consumers, timers
 from billing.entrypoints.api.routes import router
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -24,4 +24,5 @@ def bootstrap(settings: BillingSettings | None = None) -> ServiceRuntime:
     )
     runtime.include_router(router)
     consumers.register(runtime.consumer)
+    runtime.add_background(timers.run_daily_billing)
     return runtime

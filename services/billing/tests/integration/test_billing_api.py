@@ -346,3 +346,12 @@ async def test_final_invoice_with_proration_shows_the_unused_credit_as_a_line(se
     )
     balance = (await client.get("/accounts/50/balance")).json()
     assert Decimal(balance["total_balance"]) == Decimal(invoice["total"])
+
+
+async def test_disconnect_of_an_account_billing_never_heard_of_still_completes(service):
+    runtime, client = service
+    record = Record(topic="accounts.events.v1", value=_envelope(disconnected(51), 51).to_bytes())
+    assert await runtime.consumer.process(record) is Outcome.HANDLED
+    [invoice] = (await client.get("/accounts/51/invoices")).json()
+    assert invoice["final"] is True and invoice["total"] == "0.00"
+    assert (await client.get("/accounts/51")).json()["activates"] is False

@@ -95,6 +95,7 @@ async def test_leap_year_activation_is_prorated_and_the_run_bills_the_next_perio
     assert (run["accounts_billed"], run["invoices_issued"]) == (1, 1)
     [invoice] = (await client.get("/accounts/60/invoices")).json()
     assert invoice["total"] == "49.00"  # February's 20.00 and March's 29.00
+    assert invoice["number"] == f"INV-{invoice['id']:06d}"
     assert (invoice["period_start"], invoice["period_end"]) == ("2024-03-01", "2024-03-31")
     assert invoice["months"] == 1 and invoice["due_date"] == "2024-03-15"
 
@@ -192,11 +193,18 @@ async def test_frozen_invoice_gets_no_payments_and_cannot_change(service):
         await client.post(f"/invoices/{invoice['id']}/void"),
         await client.post(f"/invoices/{invoice['id']}/apply-credits"),
         await client.patch(f"/invoices/{invoice['id']}", json={"message": "hello"}),
+        await client.patch(
+            f"/transactions/{invoice['debits'][0]['id']}", json={"description": "TV, March"}
+        ),
     ):
         assert refused.status_code == 409 and "frozen" in refused.json()["message"]
 
     thawed = (await client.patch(f"/invoices/{invoice['id']}", json={"frozen": False})).json()
     assert thawed["paid"] == "10.00" and thawed["state"] == "paid"
+    edited = await client.patch(
+        f"/transactions/{invoice['debits'][0]['id']}", json={"description": "TV, March"}
+    )
+    assert edited.status_code == 200 and edited.json()["description"] == "TV, March"
 
 
 async def test_apply_credits_reverse_debit_and_delete(service):
@@ -294,3 +302,48 @@ async def test_taxes_packages_and_next_recurring_charge(service):
     )
     debit = await post(client, "/accounts/86/debits", {"service_id": taxed["id"]})
     assert (debit["amount"], debit["tax"], debit["total"]) == ("10.00", "1.00", "11.00")
+
+
+async def test_vacation_swap_charges_each_data_service_for_its_days(service):
+    """Seed 002: leave on Apr 10, back on Apr 25 (April has 30 days, billing day 1)."""
+    from datetime import date
+
+    from billing.service_layer import handlers, queries
+
+    runtime, client = service
+    fibre = await post(client, "/services", {**INTERNET, "name": "Fibre", "price": "30.00"})
+    vacation = await post(
+        client,
+        "/services",
+        {
+            "name": "Vacation 1M",
+            "kind": "data",
+            "price": "6.00",
+            "download_kbps": 1000,
+            "upload_kbps": 1000,
+        },
+    )
+    await account(runtime, 90, billing_day=1)
+    uow = runtime.uow()
+    first = await handlers.add_account_service(
+        uow, 90, fibre["id"], actor="t", day=date(2026, 4, 1)
+    )
+    await handlers.remove_account_service(uow, 90, first.id, actor="t", day=date(2026, 4, 10))
+    away = await handlers.add_account_service(
+        uow, 90, vacation["id"], actor="t", day=date(2026, 4, 10)
+    )
+    await handlers.remove_account_service(uow, 90, away.id, actor="t", day=date(2026, 4, 25))
+    await handlers.add_account_service(uow, 90, fibre["id"], actor="t", day=date(2026, 4, 25))
+
+    ledger = [
+        (v.transaction.type, str(v.transaction.amount))
+        for v in await queries.list_transactions(uow, 90)
+    ]
+    assert ledger == [
+        ("debit", "30.00"),  # Fibre, all of April
+        ("discount", "20.00"),  # Fibre unused Apr 11-30: 20 of 30 days
+        ("debit", "4.20"),  # Vacation Apr 10-30: 21 days
+        ("discount", "1.00"),  # Vacation unused Apr 26-30: 5 days
+        ("debit", "6.00"),  # Fibre again Apr 25-30: 6 days
+    ]
+    assert (await client.get("/accounts/90/balance")).json()["total_balance"] == "19.20"

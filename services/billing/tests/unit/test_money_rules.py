@@ -184,3 +184,56 @@ def test_months_covered():
     assert rules.months_covered(date(2026, 1, 15), date(2026, 2, 14)) == 1
     assert rules.months_covered(date(2026, 1, 1), date(2026, 3, 31)) == 3
     assert rules.months_covered(None, None) == 0
+
+
+# -- credits --------------------------------------------------------------------------------
+
+
+def test_credits_pay_the_oldest_invoices_first_and_never_overpay():
+    allocations = rules.allocate_credits(
+        credits=[(1, D("30.00")), (2, D("25.00"))],
+        invoices=[(10, D("40.00")), (11, D("10.00"))],
+    )
+    assert [(a.credit_id, a.invoice_id, a.amount) for a in allocations] == [
+        (1, 10, D("30.00")),
+        (2, 10, D("10.00")),
+        (2, 11, D("10.00")),
+    ]  # 5.00 of credit 2 stays available
+
+
+def test_applying_credits_stops_at_the_amount_asked():
+    allocations = rules.allocate_credits([(1, D("30.00"))], [(10, D("40.00"))], limit=D("12.34"))
+    assert [(a.invoice_id, a.amount) for a in allocations] == [(10, D("12.34"))]
+    assert rules.allocate_credits([(1, D("0.00"))], [(10, D("5.00"))]) == []
+    assert rules.allocate_credits([(1, D("5.00"))], [(10, D("0.00"))]) == []
+
+
+@given(
+    credits=st.lists(st.integers(min_value=0, max_value=100_000), max_size=6),
+    invoices=st.lists(st.integers(min_value=0, max_value=100_000), max_size=6),
+)
+def test_allocation_conserves_money(credits, invoices):
+    credit_list = [(i, from_cents(c)) for i, c in enumerate(credits)]
+    invoice_list = [(100 + i, from_cents(r)) for i, r in enumerate(invoices)]
+    allocations = rules.allocate_credits(credit_list, invoice_list)
+    applied = sum((a.amount for a in allocations), D(0))
+    assert applied == min(
+        sum((c for _, c in credit_list), D(0)), sum((r for _, r in invoice_list), D(0))
+    )
+    for invoice_id, remaining in invoice_list:
+        assert sum((a.amount for a in allocations if a.invoice_id == invoice_id), D(0)) <= remaining
+    for credit_id, left in credit_list:
+        assert sum((a.amount for a in allocations if a.credit_id == credit_id), D(0)) <= left
+
+
+def test_the_daily_run_wakes_at_the_next_hour():
+    from datetime import UTC, datetime
+
+    from billing.entrypoints.timers import next_run
+
+    assert next_run(datetime(2026, 1, 1, 1, 30, tzinfo=UTC), 2) == datetime(
+        2026, 1, 1, 2, tzinfo=UTC
+    )
+    assert next_run(datetime(2026, 1, 1, 2, 0, tzinfo=UTC), 2) == datetime(
+        2026, 1, 2, 2, tzinfo=UTC
+    )

@@ -1,5 +1,6 @@
 """Triggered email against a real database, a real Kafka broker and a real SMTP server."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -21,9 +22,13 @@ from backhaul_contracts.events.scheduler import ScheduledEventFailed
 from backhaul_contracts.topics import NOTIFICATIONS_EVENTS
 from backhaul_devstack.smtp_sink import read_messages
 from backhaul_kit.messaging.consumer import Outcome, Record
-from backhaul_kit.testing import eventually, read_events
+from backhaul_kit.testing import eventually, read_events, running
+from notifications.adapters.smtp import SmtpMailer
 from notifications.adapters.tables import Email
+from notifications.bootstrap import bootstrap
+from notifications.domain.delivery import EmailState
 from notifications.service_layer import handlers
+from notifications.service_layer.delivery import Dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +219,9 @@ async def test_permanent_rejection_is_not_retried(service, settings, mail_sink):
     assert email["attempts"] == 1
     assert email["reject_reason"].startswith("550 5.1.1")
     assert "user unknown" in email["reject_reason"]
+    rejected = (await client.get("/emails", params={"state": "rejected"})).json()
+    assert [e["id"] for e in rejected] == [email["id"]]
+    assert (await client.get("/emails", params={"state": "sent"})).json() == []
 
 
 async def test_undeliverable_address_is_invalid_and_never_sent(service, settings, mail_sink):
@@ -277,6 +285,19 @@ async def test_worker_dying_mid_send_never_sends_twice(service, settings, mail_s
 
 async def test_final_invoice_vacation_and_staff_triggers(service, settings, mail_sink):
     runtime, client = service
+    billing_desk = await client.post(
+        "/triggers",
+        json={
+            "name": "Failed service change, to the billing desk",
+            "event_type": "ScheduledEventFailed",
+            "conditions": {"action": "remove_service"},
+            "audience": "staff",
+            "address": "billing-desk@isp.local",
+            "subject_template": "Could not remove a service from {{ account.id }}",
+            "body_template": "{{ event.reason }}",
+        },
+    )
+    assert billing_desk.status_code == 201, billing_desk.text
     await _created(runtime, settings, 601, "gus@example.com")
     await _publish(
         runtime,
@@ -332,13 +353,30 @@ async def test_final_invoice_vacation_and_staff_triggers(service, settings, mail
         ),
         producer="scheduler",
     )
-    emails = await eventually(_until_state(client, 601, "sent", count=3))
+    await _publish(
+        runtime,
+        settings,
+        ScheduledEventFailed(
+            scheduled_event_id=uuid4(),
+            account_id=601,
+            action="remove_service",
+            failed_at=NOW,
+            reason="the service is not on the account",
+        ),
+        producer="scheduler",
+    )
+    emails = await eventually(_until_state(client, 601, "sent", count=5))
     by_subject = {e["subject"]: e for e in emails}
     assert set(by_subject) == {
         "Your final invoice INV-9",
         "Your account Account 601 is in vacation mode",
         "Scheduled add_service failed for account 601",
+        # Two staff triggers match remove_service: one email to each address.
+        "Scheduled remove_service failed for account 601",
+        "Could not remove a service from 601",
     }
+    desk = by_subject["Could not remove a service from 601"]
+    assert desk["recipient"] == "billing-desk@isp.local"
     staff = by_subject["Scheduled add_service failed for account 601"]
     assert staff["recipient"] == "noc@isp.example"
     final = by_subject["Your final invoice INV-9"]
@@ -511,3 +549,31 @@ async def test_a_relay_outage_keeps_email_queued_without_using_up_attempts(
     [email] = await eventually(_until_state(client, 1101, "sent"))
     assert email["attempts"] == 1
     assert [m["to"] for m in read_messages(mail_sink.directory)] == ["kim@example.com"]
+
+
+async def test_two_replicas_never_claim_the_same_email(settings, mail_sink):
+    """Replicas share the queue: the claim is a conditional update, so exactly one wins."""
+    runtime = bootstrap(settings)
+    async with running(runtime, worker=False):
+        disconnected = _disconnected(1201, "lee@example.com")
+        envelope = Envelope.wrap(disconnected, producer="accounts", subject=1201)
+        async with runtime.uow() as uow:
+            await handlers.on_event(
+                disconnected,
+                envelope,
+                uow,
+                mailing=handlers.Mailing(staff_email=None, mail_from=settings.mail_from),
+            )
+        async with runtime.db.transaction() as session:
+            email_id = await session.scalar(select(Email.id).where(Email.account_id == 1201))
+        first = runtime.dispatcher
+        second = Dispatcher(runtime.uow, SmtpMailer(settings), first.policy)
+
+        claims = await asyncio.gather(*(d.claim(email_id) for d in (first, second, first)))
+        winners = [c for c in claims if c is not None]
+        assert len(winners) == 1
+        assert await second.deliver_due() == 0  # claimed: not due for anyone else
+        reply = await first.send(winners[0])
+        assert await first.record(winners[0], reply) == EmailState.SENT
+        assert await second.deliver_due() == 0
+    assert [m["to"] for m in read_messages(mail_sink.directory)] == ["lee@example.com"]

@@ -69,6 +69,8 @@ async def test_create_edit_disable_and_delete_a_trigger(service):
         ({"body_template": "{{ balance }}"}, "unknown variable 'balance'"),
         ({"body_template": "{{ event.invoice_id }}"}, "unknown variable 'event.invoice_id'"),
         ({"conditions": {"colour": "red"}}, "unknown field 'colour'"),
+        ({"audience": "staff", "address": "noc at isp"}, "address 'noc at isp' is invalid"),
+        ({"address": "noc@isp.example"}, "address is only for the staff audience"),
     ],
 )
 async def test_bad_triggers_are_refused_naming_the_problem(service, change, named):
@@ -94,3 +96,33 @@ async def test_bad_bodies_and_duplicates(service):
     assert (await client.get("/emails/not-a-uuid")).status_code == 422
     assert (await client.get("/accounts/5/emails", params={"state": "lost"})).status_code == 422
     assert (await client.get("/accounts/5/contacts")).status_code == 404
+
+
+async def test_preview_renders_a_sample_and_says_whether_it_matches(service):
+    _, client = service
+    sample = {
+        "account_id": 7,
+        "previous_status": {"id": 2, "name": "Active", "activates_account": True},
+        "status": {"id": 9, "name": "Vacation", "activates_account": True},
+        "changed_by": "scheduler",
+        "changed_at": "2026-11-22T09:00:00Z",
+    }
+    response = await client.post(
+        "/triggers/3/preview", json={"event": sample, "account_name": "Acme", "contact_name": "Ada"}
+    )
+    assert response.status_code == 200, response.text
+    preview = response.json()
+    assert preview["matches"] is True
+    assert preview["subject"] == "Your account Acme is in vacation mode"
+    assert preview["body"].startswith("Hello Ada,")
+    other = {**sample, "status": {"id": 3, "name": "Inactive", "activates_account": False}}
+    assert (await client.post("/triggers/3/preview", json={"event": other})).json()[
+        "matches"
+    ] is False
+
+    broken = await client.post("/triggers/3/preview", json={"event": {"account_id": 7}})
+    assert broken.status_code == 422
+    assert "not a valid AccountStatusChanged" in broken.json()["message"]
+    assert "previous_status" in broken.json()["message"]
+    assert (await client.post("/triggers/999/preview", json={"event": {}})).status_code == 404
+    assert (await client.get("/accounts/7/emails")).json() == []  # nothing was queued

@@ -286,6 +286,11 @@ async def test_lists_follow_data_service_and_delinquency(service, ev):
     assert await _entries(client, no_data["id"]) == []
     await ev.deliver(runtime, ev.delinquency(6, True))
     assert await _entries(client, delinquent["id"]) == ["10.20.0.6"]
+    on = (await client.get("/accounts/6/address-list-entries")).json()
+    assert [(e["address_list"], e["address"]) for e in on] == [
+        ("delinquent", "10.20.0.6"),
+        ("vacation-1M", "10.20.0.6"),
+    ]
     await ev.deliver(runtime, ev.service_removed(6, 600, vacation_speed))
     await ev.deliver(runtime, ev.delinquency(6, False))
     assert await _entries(client, vacation["id"]) == []
@@ -354,3 +359,24 @@ async def test_concurrent_next_free_never_hands_out_an_address_twice(service, ev
     assert all("no free address" in a.json()["message"] for a in answers if a.status_code == 409)
     feed = (await client.get(f"/address-lists/{lst['id']}/changes")).json()
     assert [c["seq"] for c in feed["changes"]] == list(range(1, 7))
+
+
+async def test_an_assignment_racing_a_status_change_lands_on_the_new_status_lists(service, ev):
+    runtime, client = service
+    pool = await _pool(client)
+    active = await _list(client, "active", {"activating": True})
+    suspended = await _list(client, "suspended", {"status_ids": [ev.SUSPENDED.id]})
+    accounts = list(range(100, 110))
+    for account_id in accounts:
+        await ev.deliver(runtime, ev.created(account_id))
+
+    async def assign(account_id):
+        return await _assign(client, account_id, pool["id"])
+
+    await asyncio.gather(
+        *(assign(a) for a in accounts),
+        *(ev.deliver(runtime, ev.status_changed(a, ev.ACTIVE, ev.SUSPENDED)) for a in accounts),
+    )
+    # Whichever committed first, every address ends on the list of the account's last status.
+    assert await _entries(client, active["id"]) == []
+    assert len(await _entries(client, suspended["id"])) == len(accounts)

@@ -44,12 +44,15 @@ class OtherServices:
         )
         return envelope
 
-    async def account_created(self, account_id: int, status: StatusRef = ACTIVE) -> None:
+    async def account_created(
+        self, account_id: int, status: StatusRef = ACTIVE, parent_account_id: int | None = None
+    ) -> None:
         await self.publish(
             AccountCreated(
                 account_id=account_id,
                 name=f"Account {account_id}",
                 status=status,
+                parent_account_id=parent_account_id,
                 created_at=datetime.now(UTC),
             ),
             account_id,

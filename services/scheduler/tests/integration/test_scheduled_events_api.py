@@ -257,7 +257,7 @@ async def test_only_pending_events_can_be_edited_or_cancelled(service, others, o
     assert cancelled.status_code == 200
     assert cancelled.json()["state"] == "cancelled"
     assert cancelled.json()["cancelled_by"] == "boss"
-    again = await client.post(f"/scheduled-events/{later['id']}/cancel")
+    again = await client.delete(f"/scheduled-events/{later['id']}")
     assert again.status_code == 409
     assert "cancelled" in again.json()["message"]
 
@@ -351,3 +351,30 @@ async def test_listing_filters_by_account_state_and_window(service, others):
     assert await ids("account_id=109&from=2099-01-02T00:00:00Z") == [b["id"]]
     bad = await client.get("/scheduled-events?state=exploded")
     assert bad.status_code == 422
+
+
+async def test_a_parents_disconnect_warns_of_children_left_connected(service, others):
+    _, client = service
+    await known_account(client, others, 120)
+    await others.account_created(121, parent_account_id=120)
+    await others.account_created(122, parent_account_id=120)
+
+    async def warned():
+        created = await schedule(client, account_id=120, action="disconnect", run_at=soon(3600))
+        await client.post(f"/scheduled-events/{created['id']}/cancel")
+        assert created["warnings"] and "121, 122" in created["warnings"][0], created
+        return created
+
+    first = await eventually(warned)
+    assert "will not disconnect child account(s)" in first["warnings"][0]
+
+    await schedule(client, account_id=121, action="disconnect", run_at=soon(3000))
+    second = await schedule(client, account_id=120, action="disconnect", run_at=soon(3600))
+    assert "child account(s) 122;" in second["warnings"][0]
+
+
+async def test_the_api_describes_itself_and_reports_ready(service):
+    _, client = service
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/scheduled-events", "/scheduled-events/{event_id}", "/vacations"} <= set(spec["paths"])
+    assert (await client.get("/readyz")).status_code == 200

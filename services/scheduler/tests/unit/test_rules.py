@@ -258,3 +258,9 @@ def test_a_disconnect_scheduled_before_is_foreseen():
     assert "a second disconnect will fail" in second
     (after,) = rules.foresee_disconnect(7, Action.ADD_SERVICE, NOW)
     assert "run on a disconnected account" in after
+
+
+def test_a_parents_disconnect_names_the_children_it_leaves():
+    assert rules.foresee_children(1, []) == []
+    (warning,) = rules.foresee_children(1, [2, 3])
+    assert "child account(s) 2, 3" in warning

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -205,6 +205,39 @@ def balances(
         total_balance=due + uninvoiced_debits - available_credits,
         next_recurring_charge=next_recurring_charge,
     )
+
+
+@dataclass(frozen=True)
+class Allocation:
+    credit_id: int
+    invoice_id: int
+    amount: Decimal
+
+
+def allocate_credits(
+    credits: Sequence[tuple[int, Decimal]],
+    invoices: Sequence[tuple[int, Decimal]],
+    limit: Decimal | None = None,
+) -> list[Allocation]:
+    """Spread available credits (id, left), oldest first, over invoices (id, remaining),
+    oldest first, never paying an invoice beyond what remains or more than `limit` in all."""
+    out: list[Allocation] = []
+    pending = [(credit_id, left) for credit_id, left in credits if left > 0]
+    budget = limit
+    for invoice_id, remaining in invoices:
+        while remaining > 0 and pending and (budget is None or budget > 0):
+            credit_id, left = pending[0]
+            amount = min(left, remaining)
+            if budget is not None:
+                amount = min(amount, budget)
+                budget -= amount
+            out.append(Allocation(credit_id, invoice_id, amount))
+            remaining -= amount
+            if left == amount:
+                pending.pop(0)
+            else:
+                pending[0] = (credit_id, left - amount)
+    return out
 
 
 def invoice_state(

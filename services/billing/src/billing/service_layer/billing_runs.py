@@ -17,7 +17,9 @@ from decimal import Decimal
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import String, Table, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import cast as cast_sql
+from sqlalchemy.sql.elements import ColumnElement
 
 from backhaul_contracts.events import billing as events
 from backhaul_kit.unit_of_work import UnitOfWork
@@ -78,6 +80,17 @@ SERVICES = cast(Table, AccountService.__table__)
 TRANSACTIONS = cast(Table, Transaction.__table__)
 INVOICES = cast(Table, Invoice.__table__)
 BILLED = cast(Table, BilledPeriod.__table__)
+
+
+def _number_sql(uow: UnitOfWork) -> ColumnElement[str]:
+    """`rules.invoice_number` as SQL, so a batch is numbered by one UPDATE."""
+    if uow.db.is_sqlite:
+        return func.printf("INV-%06d", INVOICES.c.id)
+    text_id = cast_sql(INVOICES.c.id, String)
+    return case(
+        (INVOICES.c.id < 1_000_000, literal("INV-") + func.lpad(text_id, 6, "0")),
+        else_=literal("INV-") + text_id,
+    )
 
 
 async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> None:
@@ -273,28 +286,31 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
         for a in invoiced
     }
     if invoiced:
+        # Set-based: one statement numbers the batch's invoices, one files its debits.
+        batch_invoices = INVOICES.c.id.in_([invoice_ids[a.id] for a in invoiced])
         await session.execute(
-            update(INVOICES)
-            .where(INVOICES.c.id == bindparam("b_id"))
-            .values(number=bindparam("b_number"), parent_invoice_id=bindparam("b_parent")),
-            [
-                {
-                    "b_id": invoice_ids[a.id],
-                    "b_number": rules.invoice_number(invoice_ids[a.id]),
-                    "b_parent": links[a.id],
-                }
-                for a in invoiced
-            ],
+            update(INVOICES).where(batch_invoices).values(number=_number_sql(uow))
         )
+        children = [
+            {"b_id": invoice_ids[a.id], "b_parent": links[a.id]}
+            for a in invoiced
+            if links[a.id] is not None
+        ]
+        if children:
+            await session.execute(
+                update(INVOICES)
+                .where(INVOICES.c.id == bindparam("b_id"))
+                .values(parent_invoice_id=bindparam("b_parent")),
+                children,
+            )
         await session.execute(
             update(TRANSACTIONS)
-            .where(TRANSACTIONS.c.id == bindparam("b_id"))
-            .values(invoice_id=bindparam("b_invoice")),
-            [
-                {"b_id": debit_id, "b_invoice": invoice_ids[account_id]}
-                for account_id, lines in by_account.items()
-                for debit_id, _ in lines
-            ],
+            .where(
+                TRANSACTIONS.c.id.in_([d for lines in by_account.values() for d, _ in lines]),
+                batch_invoices,  # by primary key, not a scan of every invoice
+                INVOICES.c.account_id == TRANSACTIONS.c.account_id,
+            )
+            .values(invoice_id=INVOICES.c.id)
         )
     await session.execute(
         insert(BILLED),

@@ -460,9 +460,23 @@ async def on_account_disconnected(
     if existing is not None:
         log.info("final_invoice_exists", disconnection_id=str(event.disconnection_id))
         return
-    account = await uow.session.get(BillingAccount, event.account_id)
-    if account is None:
-        raise NotFound(ledger.UNKNOWN_ACCOUNT.format(id=event.account_id))
+    if await uow.session.get(BillingAccount, event.account_id) is None:
+        # An account billing never heard of (created before billing was deployed) still
+        # gets its (empty) final invoice, or the disconnect would never complete.
+        uow.session.add(
+            BillingAccount(
+                id=event.account_id,
+                name=event.account_name,
+                status_id=event.status.id,
+                status_name=event.status.name,
+                activates=event.status.activates_account,
+                parent_id=event.parent_account_id,
+                billing_day=1,
+                updated_at=now(),
+            )
+        )
+        await uow.session.flush()
+    account = await get_account(uow, event.account_id, for_update=True)
     account.status_id = event.status.id
     account.status_name = event.status.name
     account.activates = event.status.activates_account
@@ -831,6 +845,29 @@ async def reverse_transaction(
         raise Conflict(f"a {kind.value} cannot be reversed; only debits and payments can")
 
 
+async def edit_debit_description(
+    uow: UnitOfWork, transaction_id: int, description: str, *, actor: str
+) -> Transaction:
+    """Change a debit's description (seed 003: Reverse > Edit); not on a locked invoice."""
+    async with uow:
+        debit = await uow.session.get(Transaction, transaction_id)
+        if debit is None:
+            raise NotFound(f"transaction {transaction_id} not found")
+        if debit.type != TransactionType.DEBIT.value:
+            raise Conflict(f"only a debit's description can be edited, not a {debit.type}'s")
+        if debit.invoice_id is not None:
+            ledger.refuse_if_locked(await get_invoice(uow, debit.invoice_id), "edit its debits")
+        log.info(
+            "debit_description_changed",
+            transaction_id=debit.id,
+            actor=actor,
+            previous=debit.description,
+            description=description,
+        )
+        debit.description = description
+        return debit
+
+
 # -- invoices ------------------------------------------------------------------------------
 
 
@@ -870,7 +907,11 @@ async def edit_invoice(
 
 async def void_invoice(uow: UnitOfWork, invoice_id: int, *, actor: str) -> Invoice:
     """Void: take off every applied credit, reverse every debit with a discount that zeroes
-    the invoice, then lock it."""
+    the invoice, then lock it.
+
+    Credits printed on the invoice (a final invoice's unused-days credit) are not undone:
+    they pay back service billed on an earlier invoice, which the void does not touch, so
+    what of the reversals they leave over stays an available credit of the account."""
     async with uow:
         invoice = await get_invoice(uow, invoice_id)
         ledger.refuse_if_locked(invoice, "void it")

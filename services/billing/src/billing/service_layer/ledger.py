@@ -253,21 +253,25 @@ async def apply_available_credits(
             ).all()
         )
     credits = await available_credits(uow, payer_id)
+    if not credits:
+        return ZERO
+    open_invoices = [(invoice, await remaining_on(uow, invoice)) for invoice in invoices]
+    by_id = {credit.id: credit for credit, _ in credits}
+    invoices_by_id = {invoice.id: invoice for invoice in invoices}
+    allocations = rules.allocate_credits(
+        [(credit.id, left) for credit, left in credits],
+        [(invoice.id, remaining) for invoice, remaining in open_invoices],
+        limit,
+    )
     applied = ZERO
-    for invoice in invoices:
-        remaining = await remaining_on(uow, invoice)
-        while remaining > 0 and credits and (limit is None or applied < limit):
-            credit, left = credits[0]
-            amount = min(left, remaining)
-            if limit is not None:
-                amount = min(amount, limit - applied)
-            apply(uow, credit, invoice, amount)
-            applied += amount
-            remaining -= amount
-            if left == amount:
-                credits.pop(0)
-            else:
-                credits[0] = (credit, left - amount)
+    for allocation in allocations:
+        apply(
+            uow,
+            by_id[allocation.credit_id],
+            invoices_by_id[allocation.invoice_id],
+            allocation.amount,
+        )
+        applied += allocation.amount
     await uow.session.flush()
     return applied
 

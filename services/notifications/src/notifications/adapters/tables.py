@@ -77,6 +77,8 @@ class Trigger(Base):
     conditions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     audience: Mapped[str] = mapped_column(String(30))
     category: Mapped[str | None] = mapped_column(String(100))
+    # For the staff audience: where this trigger's mail goes instead of STAFF_EMAIL.
+    address: Mapped[str | None] = mapped_column(String(320))
     subject_template: Mapped[str] = mapped_column(Text)
     body_template: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

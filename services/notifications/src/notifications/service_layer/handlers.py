@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import event as orm_event
 from sqlalchemy import func, select
 
@@ -40,6 +41,7 @@ from notifications.domain.triggers import (
     conditions_hold,
     event_fields,
     recipients,
+    triggerable_events,
 )
 from notifications.service_layer import replica
 
@@ -63,10 +65,18 @@ class TriggerSpec:
     conditions: dict[str, Any] | None = None
     category: str | None = None
     enabled: bool = True
+    address: str | None = None
 
 
 def validate_trigger(spec: TriggerSpec) -> None:
     """Refuse, naming it, an unknown event type or field, or a template that cannot work."""
+    if spec.address is not None:
+        if spec.audience is not Audience.STAFF:
+            raise InvalidInput(
+                "address is only for the staff audience; contacts come from accounts"
+            )
+        if (problem := address_problem(spec.address)) is not None:
+            raise InvalidInput(f"address {spec.address!r} is invalid: {problem}")
     try:
         fields = event_fields(spec.event_type)
         check_conditions(spec.event_type, spec.conditions or {})
@@ -74,6 +84,53 @@ def validate_trigger(spec: TriggerSpec) -> None:
         templates.check(spec.body_template, event_fields=fields, what="body_template")
     except (TriggerProblem, templates.TemplateProblem) as exc:
         raise InvalidInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Preview:
+    subject: str
+    body: str
+    matches: bool
+
+
+async def preview_trigger(
+    uow: UnitOfWork,
+    trigger_id: int,
+    *,
+    payload: dict[str, Any],
+    account: dict[str, Any],
+    contact: dict[str, Any],
+) -> Preview:
+    """Render a trigger for a sample event, as its recipient would read it; nothing is sent."""
+    async with uow:
+        trigger = await get_trigger(uow, trigger_id)
+        subject_template, body_template = trigger.subject_template, trigger.body_template
+        event_type, conditions = trigger.event_type, trigger.conditions or {}
+    model = triggerable_events()[event_type][-1]
+    try:
+        event = model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"the sample is not a valid {event_type}: {problems}") from None
+    event_json = event.model_dump(mode="json")
+    variables = {
+        "account": account,
+        "contact": contact,
+        "event": event_json,
+        "event_type": event_type,
+        "occurred_at": _now(),
+    }
+    try:
+        rendered = templates.render(subject_template, body_template, variables)
+    except templates.TemplateProblem as exc:
+        raise InvalidInput(f"trigger {trigger_id}: {exc}") from None
+    return Preview(
+        subject=rendered.subject,
+        body=rendered.body,
+        matches=conditions_hold(conditions, event_json),
+    )
 
 
 async def get_trigger(uow: UnitOfWork, trigger_id: int) -> Trigger:
@@ -106,6 +163,7 @@ async def create_trigger(uow: UnitOfWork, spec: TriggerSpec) -> Trigger:
             subject_template=spec.subject_template,
             body_template=spec.body_template,
             enabled=spec.enabled,
+            address=spec.address,
             shipped=False,
             created_at=now,
             updated_at=now,
@@ -128,6 +186,7 @@ async def update_trigger(uow: UnitOfWork, trigger_id: int, changes: dict[str, An
             "conditions": trigger.conditions,
             "category": trigger.category,
             "enabled": trigger.enabled,
+            "address": trigger.address,
         } | changes
         spec = TriggerSpec(**merged)
         validate_trigger(spec)
@@ -140,6 +199,7 @@ async def update_trigger(uow: UnitOfWork, trigger_id: int, changes: dict[str, An
         trigger.conditions = spec.conditions or {}
         trigger.category = spec.category
         trigger.enabled = spec.enabled
+        trigger.address = spec.address
         trigger.updated_at = _now()
         await uow.session.flush()
         return trigger
@@ -247,10 +307,11 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
     for trigger in matching:
         audience = Audience(trigger.audience)
         if audience is Audience.STAFF:
-            if mailing.staff_email is None:
+            staff_address = trigger.address or mailing.staff_email
+            if staff_address is None:
                 log.info("staff_email_not_configured", trigger=trigger.name)
                 continue
-            targets = [ContactView(0, "Staff", mailing.staff_email, is_primary=False)]
+            targets = [ContactView(0, "Staff", staff_address, is_primary=False)]
         else:
             targets = recipients(audience, trigger.category, contacts)
         if not any(t.email for t in targets):

@@ -51,6 +51,20 @@ async def list_emails(
         return list(rows.all())
 
 
+async def list_all_emails(
+    uow: UnitOfWork, *, state: EmailState | None = None, limit: int = 100, offset: int = 0
+) -> list[Email]:
+    """Every account's email, newest first: the operators' view of the queue."""
+    async with uow:
+        statement = select(Email)
+        if state is not None:
+            statement = statement.where(Email.state == state.value)
+        rows = await uow.session.scalars(
+            statement.order_by(Email.queued_at.desc(), Email.id).limit(limit).offset(offset)
+        )
+        return list(rows.all())
+
+
 async def get_email(uow: UnitOfWork, email_id: UUID) -> Email:
     async with uow:
         email = await uow.session.get(Email, email_id)

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -344,4 +343,3 @@ class NetworkRelease(Base):
     account_id: Mapped[int] = mapped_column(Integer, index=True)
     released_at: Mapped[datetime] = mapped_column(UtcDateTime())
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    note: Mapped[str | None] = mapped_column(Text)

@@ -26,11 +26,8 @@ def parse_pool_cidr(cidr: str) -> Network:
     return network
 
 
-def host_prefix(network: Network) -> int:
-    return network.max_prefixlen
-
-
 def is_host(network: Network) -> bool:
+    """A single address (/32 or /128) rather than a subnet."""
     return network.prefixlen == network.max_prefixlen
 
 

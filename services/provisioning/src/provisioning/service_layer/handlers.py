@@ -1,23 +1,19 @@
 """Provisioning's handlers: one per command or event. Each owns its unit of work.
 
-Everything the network holds for an account is derived from three sources of truth: the
-account replica (status, delinquency, data services), the IP assignments, and the rules of
-address lists and RADIUS groups. `_reconcile` brings the derived rows (list entries,
-FreeRADIUS rows, DHCP reservations) in line with them, so every event handler only has to
-update its source and reconcile.
+A handler changes a source of truth (the replica, an assignment, a rule) and then lets
+`network.reconcile` bring list entries and FreeRADIUS rows in line (see network.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from backhaul_contracts import Envelope
@@ -39,39 +35,45 @@ from provisioning.adapters.tables import (
     AccountDataService,
     AccountReplica,
     AddressList,
-    AddressListChange,
     AddressListEntry,
     DhcpReservation,
     DhcpServer,
-    FeedCounter,
     IpAssignment,
     IpPool,
     NetworkRelease,
     PoolDhcpServer,
-    RadCheck,
     RadGroupReply,
     RadiusAccount,
     RadiusGroup,
-    RadReply,
-    RadUserGroup,
     UninventoriedMac,
 )
 from provisioning.domain import ipam
 from provisioning.domain.rules import (
-    AccountFacts,
     AssigneeKind,
     MembershipRule,
     ReplyAttribute,
-    assignment_replies,
     normalise_mac,
     provisioning_of,
     rate_limit_attributes,
     reply_attribute,
 )
+from provisioning.service_layer.network import (
+    active_assignments,
+    changing,
+    get_address_list,
+    get_assignment,
+    get_pool,
+    get_replica,
+    lock_accounts,
+    reconcile,
+    reconcile_lists,
+    reconcile_radius,
+    replica_for_update,
+    sync_radius_user,
+)
 
 log = structlog.get_logger(__name__)
 
-FEED = "address_lists"
 STATUS_GROUP_PRIORITY = 1  # status groups are read first: a suspended reply wins
 SERVICE_GROUP_PRIORITY = 10
 
@@ -102,319 +104,6 @@ class AssignIp:
     assignee: Assignee = Assignee()
     soft: bool = False
     description: str | None = None
-
-
-# -- lookups ----------------------------------------------------------------------------------
-
-
-async def get_pool(uow: UnitOfWork, pool_id: int, *, for_update: bool = False) -> IpPool:
-    statement = select(IpPool).where(IpPool.id == pool_id)
-    if for_update and not uow.db.is_sqlite:
-        # Serialises assignments within one pool, so "next free" is never handed out twice.
-        statement = statement.with_for_update(of=IpPool)
-    pool = (await uow.session.execute(statement)).scalar_one_or_none()
-    if pool is None:
-        raise NotFound(f"IP pool {pool_id} not found")
-    return pool
-
-
-async def get_replica(uow: UnitOfWork, account_id: int) -> AccountReplica:
-    replica = await uow.session.get(AccountReplica, account_id)
-    if replica is None or replica.status_id is None:
-        raise NotFound(
-            f"account {account_id} is not known to provisioning yet "
-            "(no AccountCreated or AccountStatusChanged received for it)"
-        )
-    return replica
-
-
-async def get_assignment(uow: UnitOfWork, assignment_id: UUID) -> IpAssignment:
-    assignment = await uow.session.get(IpAssignment, assignment_id)
-    if assignment is None:
-        raise NotFound(f"IP assignment {assignment_id} not found")
-    return assignment
-
-
-async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
-    address_list = await uow.session.get(AddressList, list_id)
-    if address_list is None:
-        raise NotFound(f"address list {list_id} not found")
-    return address_list
-
-
-async def _replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica:
-    await _lock_account(uow, account_id)
-    replica = await uow.session.get(AccountReplica, account_id)
-    if replica is None:
-        replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=_now())
-        uow.session.add(replica)
-    return replica
-
-
-async def _facts(uow: UnitOfWork, account_id: int) -> AccountFacts:
-    replica = await uow.session.get(AccountReplica, account_id)
-    services = await uow.session.scalars(
-        select(AccountDataService.service_id).where(AccountDataService.account_id == account_id)
-    )
-    if replica is None:
-        return AccountFacts(status_id=None, activates=None)
-    return AccountFacts(
-        status_id=replica.status_id,
-        activates=replica.activates,
-        delinquent=replica.delinquent,
-        data_service_ids=frozenset(services.all()),
-        disconnected=replica.disconnected_at is not None,
-    )
-
-
-async def _active_assignments(
-    uow: UnitOfWork, *, account_id: int | None = None, pool_id: int | None = None
-) -> list[IpAssignment]:
-    statement = select(IpAssignment).where(IpAssignment.removed_at.is_(None))
-    if account_id is not None:
-        statement = statement.where(IpAssignment.account_id == account_id)
-    if pool_id is not None:
-        statement = statement.where(IpAssignment.pool_id == pool_id)
-    return list((await uow.session.scalars(statement.order_by(IpAssignment.assigned_at))).all())
-
-
-# -- the changes feed -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _PendingChange:
-    list_id: int
-    action: str
-    address: str
-    account_id: int
-    at: datetime
-
-
-def _record_change(
-    uow: UnitOfWork, list_id: int, action: str, address: str, account_id: int, now: datetime
-) -> None:
-    """Note a change for the feed; `_write_feed` numbers it when the handler finishes."""
-    pending: list[_PendingChange] = uow.session.info.setdefault("feed", [])
-    pending.append(_PendingChange(list_id, action, address, account_id, now))
-
-
-async def _write_feed(uow: UnitOfWork) -> None:
-    """Number this transaction's changes under the counter row's lock, as its last step.
-
-    The lock is held to commit, so positions become visible in the order they were taken:
-    a router that read up to N never misses a later-committed change numbered below N.
-    Taking it last (never before another lock) keeps it out of any deadlock.
-    """
-    pending: list[_PendingChange] = uow.session.info.pop("feed", [])
-    if not pending:
-        return
-    last = await uow.session.scalar(
-        update(FeedCounter)
-        .where(FeedCounter.name == FEED)
-        .values(value=FeedCounter.value + len(pending))
-        .returning(FeedCounter.value)
-    )
-    if last is None:
-        raise RuntimeError("the address-list feed counter is missing; run the migrations")
-    first = int(last) - len(pending) + 1
-    uow.session.add_all(
-        AddressListChange(
-            seq=first + offset,
-            address_list_id=change.list_id,
-            action=change.action,
-            address=change.address,
-            account_id=change.account_id,
-            at=change.at,
-        )
-        for offset, change in enumerate(pending)
-    )
-    await uow.session.flush()
-
-
-@asynccontextmanager
-async def _changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
-    """The unit of work of a handler that may change address lists: the feed is written last."""
-    async with uow:
-        try:
-            yield uow
-        except BaseException:
-            # What this block noted is being rolled back (perhaps only to a savepoint).
-            uow.session.info.pop("feed", None)
-            uow.session.info.pop("locked_accounts", None)
-            uow.session.info.pop("locked_replicas", None)
-            raise
-        await _write_feed(uow)
-
-
-async def _lock_account(uow: UnitOfWork, *account_ids: int) -> None:
-    """Hold the accounts' replica rows (PostgreSQL) so their network state changes one at a time.
-
-    Without it an assignment could read a status that an event is just changing and put the
-    address on the old status's lists. Rows are taken in id order so two movers never
-    deadlock. SQLite needs nothing: its write transactions are already serial.
-    """
-    if uow.db.is_sqlite:
-        return
-    held: set[int] = uow.session.info.setdefault("locked_accounts", set())
-    wanted = sorted(set(account_ids) - held)
-    if not wanted:
-        return
-    locked = await uow.session.scalars(
-        select(AccountReplica)
-        .where(AccountReplica.account_id.in_(wanted))
-        .order_by(AccountReplica.account_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    # Keep them referenced: the identity map is weak, and a later get should not re-query.
-    uow.session.info.setdefault("locked_replicas", []).extend(locked.all())
-    held.update(wanted)
-
-
-# -- reconciliation: derived network state follows the sources of truth -----------------------
-
-
-@dataclass
-class ReconcileResult:
-    entries_added: int = 0
-    entries_removed: int = 0
-
-
-async def _reconcile_lists(
-    uow: UnitOfWork, account_id: int, now: datetime, *, only_list: AddressList | None = None
-) -> ReconcileResult:
-    """Make the account's address-list entries exactly what the lists' rules say."""
-    await _lock_account(uow, account_id)
-    facts = await _facts(uow, account_id)
-    lists = (
-        [only_list]
-        if only_list is not None
-        else list((await uow.session.scalars(select(AddressList).order_by(AddressList.id))).all())
-    )
-    assignments = [
-        a
-        for a in await _active_assignments(uow, account_id=account_id)
-        if provisioning_of(AssigneeKind(a.assignee_kind)).address_list
-    ]
-    wanted = {
-        (lst.id, a.id): (lst, a)
-        for lst in lists
-        if MembershipRule.from_dict(lst.rule).matches(facts)
-        for a in assignments
-    }
-    statement = select(AddressListEntry).where(
-        AddressListEntry.account_id == account_id, AddressListEntry.valid_to.is_(None)
-    )
-    if only_list is not None:
-        statement = statement.where(AddressListEntry.address_list_id == only_list.id)
-    current = {
-        (e.address_list_id, e.assignment_id): e for e in await uow.session.scalars(statement)
-    }
-    names = {lst.id: lst.name for lst in lists}
-    result = ReconcileResult()
-    for key, entry in sorted(current.items(), key=lambda item: item[1].id):
-        if key in wanted:
-            continue
-        entry.valid_to = now
-        _record_change(uow, entry.address_list_id, "remove", entry.address, account_id, now)
-        name = names.get(entry.address_list_id)
-        if name is None:
-            name = (await get_address_list(uow, entry.address_list_id)).name
-        await uow.emit(
-            events.AddressListEntryRemoved(
-                account_id=account_id,
-                address_list_id=entry.address_list_id,
-                address_list=name,
-                address=entry.address,
-            ),
-            subject=account_id,
-        )
-        result.entries_removed += 1
-    for key, (lst, assignment) in wanted.items():
-        if key in current:
-            continue
-        uow.session.add(
-            AddressListEntry(
-                address_list_id=lst.id,
-                assignment_id=assignment.id,
-                account_id=account_id,
-                address=assignment.address,
-                valid_from=now,
-            )
-        )
-        _record_change(uow, lst.id, "add", assignment.address, account_id, now)
-        await uow.emit(
-            events.AddressListEntryAdded(
-                account_id=account_id,
-                address_list_id=lst.id,
-                address_list=lst.name,
-                address=assignment.address,
-            ),
-            subject=account_id,
-        )
-        result.entries_added += 1
-    await uow.session.flush()
-    return result
-
-
-async def _sync_radius_user(uow: UnitOfWork, radius_account: RadiusAccount) -> None:
-    """Rewrite one RADIUS user's radcheck, radreply and radusergroup rows from the source.
-
-    A deleted RADIUS account, or one of a disconnected account, has no rows at all, so
-    FreeRADIUS rejects it.
-    """
-    username = radius_account.username
-    session = uow.session
-    for table in (RadCheck, RadReply, RadUserGroup):
-        await session.execute(delete(table).where(table.username == username))
-    facts = await _facts(uow, radius_account.account_id)
-    if radius_account.deleted_at is not None or facts.disconnected:
-        return
-    session.add(
-        RadCheck(
-            username=username,
-            attribute="Cleartext-Password",
-            op=":=",
-            value=radius_account.password,
-        )
-    )
-    assigned = await session.scalars(
-        select(IpAssignment.address).where(
-            IpAssignment.radius_account_id == radius_account.id, IpAssignment.removed_at.is_(None)
-        )
-    )
-    for reply in assignment_replies(ipam.parse_stored(a) for a in assigned):
-        session.add(
-            RadReply(username=username, attribute=reply.attribute, op=reply.op, value=reply.value)
-        )
-    groups = await session.scalars(
-        select(RadiusGroup).order_by(RadiusGroup.priority, RadiusGroup.id)
-    )
-    for group in groups:
-        if MembershipRule.from_dict(group.rule).matches(facts):
-            session.add(
-                RadUserGroup(username=username, groupname=group.name, priority=group.priority)
-            )
-    await session.flush()
-
-
-async def _reconcile_radius(uow: UnitOfWork, account_id: int) -> list[str]:
-    radius_accounts = await uow.session.scalars(
-        select(RadiusAccount).where(
-            RadiusAccount.account_id == account_id, RadiusAccount.deleted_at.is_(None)
-        )
-    )
-    usernames = []
-    for radius_account in radius_accounts:
-        await _sync_radius_user(uow, radius_account)
-        usernames.append(radius_account.username)
-    return usernames
-
-
-async def _reconcile(uow: UnitOfWork, account_id: int, now: datetime) -> ReconcileResult:
-    result = await _reconcile_lists(uow, account_id, now)
-    await _reconcile_radius(uow, account_id)
-    return result
 
 
 # -- IP pools and DHCP servers ----------------------------------------------------------------
@@ -514,14 +203,14 @@ async def _resolve_assignee(
 async def _assign(uow: UnitOfWork, command: AssignIp, *, actor: str, now: datetime) -> IpAssignment:
     """The assignment itself, inside the caller's unit of work."""
     session = uow.session
-    await _lock_account(uow, command.account_id)
+    await lock_accounts(uow, command.account_id)
     replica = await get_replica(uow, command.account_id)
     if replica.disconnected_at is not None:
         raise Conflict(f"account {command.account_id} is disconnected")
     pool = await get_pool(uow, command.pool_id, for_update=True)
     pool_network = ipam.parse_stored(pool.cidr)
     mac, radius_account = await _resolve_assignee(uow, command.account_id, command.assignee, now)
-    current = await _active_assignments(uow, pool_id=pool.id)
+    current = await active_assignments(uow, pool_id=pool.id)
     if command.address is not None:
         network = ipam.parse_assignment(command.address, pool_network)
         if command.prefix_length is not None and command.prefix_length != network.prefixlen:
@@ -648,22 +337,22 @@ async def _end(uow: UnitOfWork, assignment: IpAssignment, now: datetime, *, reas
 
 async def assign_ip(uow: UnitOfWork, command: AssignIp, *, actor: str) -> IpAssignment:
     """Assign an address (or the next free one) to an assignee and provision it (seed 003)."""
-    async with _changing(uow):
+    async with changing(uow):
         now = _now()
         assignment = await _assign(uow, command, actor=actor, now=now)
-        await _reconcile(uow, command.account_id, now)
+        await reconcile(uow, command.account_id, now)
         return assignment
 
 
 async def remove_assignment(uow: UnitOfWork, assignment_id: UUID, *, actor: str) -> IpAssignment:
     """End an assignment: its address is free again and its provisioning is undone."""
-    async with _changing(uow):
+    async with changing(uow):
         assignment = await get_assignment(uow, assignment_id)
         if assignment.removed_at is not None:
             raise Conflict(f"IP assignment {assignment_id} was already removed")
         now = _now()
         await _end(uow, assignment, now, reason="removed")
-        await _reconcile(uow, assignment.account_id, now)
+        await reconcile(uow, assignment.account_id, now)
         log.info("ip_assignment_removed", assignment_id=str(assignment_id), actor=actor)
         return assignment
 
@@ -676,11 +365,11 @@ async def move_assignment(
     The old assignment ends as `moved` and a new one starts with the same address, so each
     assignee's history shows when it held it.
     """
-    async with _changing(uow):
+    async with changing(uow):
         old = await get_assignment(uow, assignment_id)
         if old.removed_at is not None:
             raise Conflict(f"IP assignment {assignment_id} was already removed")
-        await _lock_account(uow, old.account_id, account_id)
+        await lock_accounts(uow, old.account_id, account_id)
         now = _now()
         await _end(uow, old, now, reason="moved")
         await uow.session.flush()
@@ -698,13 +387,14 @@ async def move_assignment(
             now=now,
         )
         old.moved_to = new.id
-        await _reconcile(uow, old.account_id, now)
+        await reconcile(uow, old.account_id, now)
         if account_id != old.account_id:
-            await _reconcile(uow, account_id, now)
+            await reconcile(uow, account_id, now)
         return new
 
 
 async def load_assignment(uow: UnitOfWork, assignment_id: UUID) -> IpAssignment:
+    """One assignment, current or ended, in its own transaction."""
     async with uow:
         return await get_assignment(uow, assignment_id)
 
@@ -727,11 +417,11 @@ async def add_uninventoried_mac(uow: UnitOfWork, account_id: int, mac: str) -> U
 
 async def delete_uninventoried_mac(uow: UnitOfWork, mac_id: int, *, actor: str) -> None:
     """Delete an uninventoried MAC; its IP assignments end (and are kept as history)."""
-    async with _changing(uow):
+    async with changing(uow):
         row = await uow.session.get(UninventoriedMac, mac_id)
         if row is None:
             raise NotFound(f"uninventoried MAC {mac_id} not found")
-        await _lock_account(uow, row.account_id)
+        await lock_accounts(uow, row.account_id)
         now = _now()
         holders = await uow.session.scalars(
             select(IpAssignment).where(
@@ -743,7 +433,7 @@ async def delete_uninventoried_mac(uow: UnitOfWork, mac_id: int, *, actor: str) 
         for assignment in holders.all():
             await _end(uow, assignment, now, reason="removed")
         await uow.session.execute(delete(UninventoriedMac).where(UninventoriedMac.id == mac_id))
-        await _reconcile(uow, row.account_id, now)
+        await reconcile(uow, row.account_id, now)
         log.info("uninventoried_mac_deleted", mac=row.mac, actor=actor)
 
 
@@ -765,7 +455,7 @@ async def set_pool_dhcp_servers(
             uow.session.add(PoolDhcpServer(pool_id=pool.id, dhcp_server_id=server.id))
         assignments = [
             a
-            for a in await _active_assignments(uow, pool_id=pool.id)
+            for a in await active_assignments(uow, pool_id=pool.id)
             if provisioning_of(AssigneeKind(a.assignee_kind)).dhcp_reservation
         ]
         now = _now()
@@ -806,7 +496,7 @@ async def create_address_list(
     uow: UnitOfWork, *, name: str, rule: dict[str, Any], description: str | None = None
 ) -> AddressList:
     """Add an address list; it is filled at once from the current assignments."""
-    async with _changing(uow):
+    async with changing(uow):
         parsed = MembershipRule.from_dict(rule)
         if await uow.session.scalar(select(AddressList.id).where(AddressList.name == name)):
             raise Conflict(f"an address list named {name!r} already exists")
@@ -824,7 +514,7 @@ async def update_address_list(
     uow: UnitOfWork, list_id: int, *, rule: dict[str, Any], description: str | None
 ) -> AddressList:
     """Change a list's rule; its entries follow at once."""
-    async with _changing(uow):
+    async with changing(uow):
         address_list = await get_address_list(uow, list_id)
         address_list.rule = MembershipRule.from_dict(rule).to_dict()
         address_list.description = description
@@ -847,7 +537,7 @@ async def _refill(uow: UnitOfWork, address_list: AddressList, now: datetime) -> 
         )
     )
     for account_id in sorted(holders):
-        await _reconcile_lists(uow, account_id, now, only_list=address_list)
+        await reconcile_lists(uow, account_id, now, only_list=address_list)
 
 
 # -- RADIUS accounts and groups ---------------------------------------------------------------
@@ -870,13 +560,13 @@ async def create_radius_account(
         )
         uow.session.add(radius_account)
         await uow.session.flush()
-        await _sync_radius_user(uow, radius_account)
+        await sync_radius_user(uow, radius_account)
         return radius_account
 
 
 async def delete_radius_account(uow: UnitOfWork, radius_account_id: int) -> RadiusAccount:
     """Delete a RADIUS login: its IP assignments end and its FreeRADIUS rows go."""
-    async with _changing(uow):
+    async with changing(uow):
         radius_account = await uow.session.get(RadiusAccount, radius_account_id)
         if radius_account is None or radius_account.deleted_at is not None:
             raise NotFound(f"RADIUS account {radius_account_id} not found")
@@ -890,8 +580,8 @@ async def delete_radius_account(uow: UnitOfWork, radius_account_id: int) -> Radi
         )
         for assignment in assignments.all():
             await _end(uow, assignment, now, reason="removed")
-        await _sync_radius_user(uow, radius_account)  # deleted: its rows go
-        await _reconcile_lists(uow, radius_account.account_id, now)
+        await sync_radius_user(uow, radius_account)  # deleted: its rows go
+        await reconcile_lists(uow, radius_account.account_id, now)
         # The username may be taken again later; the deleted row keeps it only as history.
         radius_account.username = f"{radius_account.username}#deleted-{radius_account.id}"
         await uow.session.flush()
@@ -924,7 +614,7 @@ async def _resync_all_radius_users(uow: UnitOfWork) -> None:
     for radius_account in (
         await uow.session.scalars(select(RadiusAccount).where(RadiusAccount.deleted_at.is_(None)))
     ).all():
-        await _sync_radius_user(uow, radius_account)
+        await sync_radius_user(uow, radius_account)
 
 
 async def create_radius_group(
@@ -1002,47 +692,47 @@ def _set_status(replica: AccountReplica, status: StatusRef, now: datetime) -> No
 
 async def on_account_created(event: AccountCreated, envelope: Envelope, uow: UnitOfWork) -> None:
     """Start the account's replica with its status."""
-    async with _changing(uow):
-        replica = await _replica_for_update(uow, event.account_id)
+    async with changing(uow):
+        replica = await replica_for_update(uow, event.account_id)
         _set_status(replica, event.status, _now())
         await uow.session.flush()
-        await _reconcile(uow, event.account_id, _now())
+        await reconcile(uow, event.account_id, _now())
 
 
 async def on_status_changed(
     event: AccountStatusChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Entries and RADIUS groups follow the new status."""
-    async with _changing(uow):
+    async with changing(uow):
         now = _now()
-        replica = await _replica_for_update(uow, event.account_id)
+        replica = await replica_for_update(uow, event.account_id)
         _set_status(replica, event.status, now)
         if event.status.activates_account:
             replica.disconnected_at = None  # back in service (accounts does the same)
         await uow.session.flush()
-        await _reconcile(uow, event.account_id, now)
+        await reconcile(uow, event.account_id, now)
 
 
 async def on_delinquency_changed(
     event: AccountDelinquencyChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Lists and groups with a delinquency rule follow billing's verdict."""
-    async with _changing(uow):
+    async with changing(uow):
         now = _now()
-        replica = await _replica_for_update(uow, event.account_id)
+        replica = await replica_for_update(uow, event.account_id)
         replica.delinquent = event.delinquent
         replica.updated_at = now
         await uow.session.flush()
-        await _reconcile(uow, event.account_id, now)
+        await reconcile(uow, event.account_id, now)
 
 
 async def on_service_added(event: AccountServiceAdded, envelope: Envelope, uow: UnitOfWork) -> None:
     """A data service joins the account: its RADIUS group and lists follow."""
     if event.service.kind is not ServiceKind.DATA:
         return
-    async with _changing(uow):
+    async with changing(uow):
         now = _now()
-        await _replica_for_update(uow, event.account_id)
+        await replica_for_update(uow, event.account_id)
         if await uow.session.get(AccountDataService, event.account_service_id) is None:
             uow.session.add(
                 AccountDataService(
@@ -1057,7 +747,7 @@ async def on_service_added(event: AccountServiceAdded, envelope: Envelope, uow: 
             )
         await uow.session.flush()
         await _ensure_service_group(uow, event)
-        await _reconcile(uow, event.account_id, now)
+        await reconcile(uow, event.account_id, now)
 
 
 async def on_service_removed(
@@ -1066,13 +756,13 @@ async def on_service_removed(
     """A data service leaves the account: its RADIUS group and lists follow."""
     if event.service.kind is not ServiceKind.DATA:
         return
-    async with _changing(uow):
+    async with changing(uow):
         await uow.session.execute(
             delete(AccountDataService).where(
                 AccountDataService.account_service_id == event.account_service_id
             )
         )
-        await _reconcile(uow, event.account_id, _now())
+        await reconcile(uow, event.account_id, _now())
 
 
 async def on_account_disconnected(
@@ -1084,19 +774,19 @@ async def on_account_disconnected(
     RADIUS rows, and emits one AccountNetworkReleased, even when nothing was assigned, so
     the disconnect's progress completes.
     """
-    async with _changing(uow):
+    async with changing(uow):
         session = uow.session
         if await session.get(NetworkRelease, event.disconnection_id) is not None:
             log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
             return
         now = _now()
-        replica = await _replica_for_update(uow, event.account_id)
+        replica = await replica_for_update(uow, event.account_id)
         _set_status(replica, event.status, now)
         replica.disconnected_at = event.disconnected_at
         await session.flush()
         released: list[ReleasedIp] = []
         dhcp_removed = 0
-        for assignment in await _active_assignments(uow, account_id=event.account_id):
+        for assignment in await active_assignments(uow, account_id=event.account_id):
             dhcp_removed += await _end(uow, assignment, now, reason="disconnected")
             released.append(
                 ReleasedIp(
@@ -1108,8 +798,8 @@ async def on_account_disconnected(
         await session.execute(
             delete(UninventoriedMac).where(UninventoriedMac.account_id == event.account_id)
         )
-        result = await _reconcile_lists(uow, event.account_id, now)
-        usernames = await _reconcile_radius(uow, event.account_id)
+        result = await reconcile_lists(uow, event.account_id, now)
+        usernames = await reconcile_radius(uow, event.account_id)
         session.add(
             NetworkRelease(
                 disconnection_id=event.disconnection_id,

@@ -22,7 +22,7 @@ from provisioning.adapters.tables import (
     UninventoriedMac,
 )
 from provisioning.domain import ipam
-from provisioning.service_layer.handlers import get_address_list, get_pool, get_replica
+from provisioning.service_layer.network import get_address_list, get_pool, get_replica
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,20 @@ async def _pool_view(uow: UnitOfWork, pool: IpPool) -> PoolView:
 
 
 async def list_pools(uow: UnitOfWork) -> list[PoolView]:
+    """Every pool with its utilisation."""
     async with uow:
         pools = (await uow.session.scalars(select(IpPool).order_by(IpPool.id))).all()
         return [await _pool_view(uow, pool) for pool in pools]
 
 
 async def pool_detail(uow: UnitOfWork, pool_id: int) -> PoolView:
+    """One pool with its utilisation."""
     async with uow:
         return await _pool_view(uow, await get_pool(uow, pool_id))
 
 
 async def next_free(uow: UnitOfWork, pool_id: int, prefix_length: int | None) -> str:
+    """What the next assignment in the pool would get (nothing is reserved)."""
     async with uow:
         pool = await get_pool(uow, pool_id)
         taken = await uow.session.scalars(
@@ -67,11 +70,13 @@ async def next_free(uow: UnitOfWork, pool_id: int, prefix_length: int | None) ->
 
 
 async def list_dhcp_servers(uow: UnitOfWork) -> list[DhcpServer]:
+    """Every DHCP server."""
     async with uow:
         return list((await uow.session.scalars(select(DhcpServer).order_by(DhcpServer.id))).all())
 
 
 async def list_reservations(uow: UnitOfWork, server_id: int) -> list[DhcpReservation]:
+    """The server's current reservations."""
     async with uow:
         if await uow.session.get(DhcpServer, server_id) is None:
             raise NotFound(f"DHCP server {server_id} not found")
@@ -105,6 +110,7 @@ async def account_assignments(
 
 
 async def list_address_lists(uow: UnitOfWork) -> list[tuple[AddressList, int]]:
+    """Every address list with its number of current entries."""
     async with uow:
         counts = dict(
             (
@@ -120,6 +126,7 @@ async def list_address_lists(uow: UnitOfWork) -> list[tuple[AddressList, int]]:
 
 
 async def address_list(uow: UnitOfWork, list_id: int) -> tuple[AddressList, int]:
+    """One address list with its number of current entries."""
     async with uow:
         lst = await get_address_list(uow, list_id)
         count = await uow.session.scalar(
@@ -195,7 +202,21 @@ async def memberships(
         return [(entry, name) for entry, name in rows.all()]
 
 
+async def account_entries(uow: UnitOfWork, account_id: int) -> list[tuple[AddressListEntry, str]]:
+    """The lists the account's addresses are on now."""
+    async with uow:
+        await get_replica(uow, account_id)
+        rows = await uow.session.execute(
+            select(AddressListEntry, AddressList.name)
+            .join(AddressList, AddressList.id == AddressListEntry.address_list_id)
+            .where(AddressListEntry.account_id == account_id, AddressListEntry.valid_to.is_(None))
+            .order_by(AddressList.name, AddressListEntry.address)
+        )
+        return [(entry, name) for entry, name in rows.all()]
+
+
 async def radius_accounts(uow: UnitOfWork, account_id: int) -> list[RadiusAccount]:
+    """The account's RADIUS logins that are not deleted."""
     async with uow:
         await get_replica(uow, account_id)
         rows = await uow.session.scalars(
@@ -207,6 +228,7 @@ async def radius_accounts(uow: UnitOfWork, account_id: int) -> list[RadiusAccoun
 
 
 async def radius_groups(uow: UnitOfWork) -> list[RadiusGroup]:
+    """RADIUS groups in the order FreeRADIUS reads them."""
     async with uow:
         rows = await uow.session.scalars(
             select(RadiusGroup).order_by(RadiusGroup.priority, RadiusGroup.id)
@@ -215,6 +237,7 @@ async def radius_groups(uow: UnitOfWork) -> list[RadiusGroup]:
 
 
 async def uninventoried_macs(uow: UnitOfWork, account_id: int) -> list[UninventoriedMac]:
+    """The account's uninventoried MACs."""
     async with uow:
         await get_replica(uow, account_id)
         rows = await uow.session.scalars(

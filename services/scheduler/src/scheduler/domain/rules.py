@@ -190,6 +190,17 @@ def foresee_disconnect(
     ]
 
 
+def foresee_children(account_id: int, children: Sequence[int]) -> list[str]:
+    """Seed 004: a parent's disconnect does not disconnect its children; say which are left."""
+    if not children:
+        return []
+    listed = ", ".join(str(c) for c in children)
+    return [
+        f"account {account_id} is a parent: its disconnect will not disconnect child account(s) "
+        f"{listed}; schedule their disconnects too if they should go"
+    ]
+
+
 def services_at(present: Iterable[int], planned_before: Sequence[PlannedChange]) -> set[int]:
     """The account's services once the changes scheduled before have run."""
     services = set(present)

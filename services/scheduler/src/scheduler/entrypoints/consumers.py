@@ -8,6 +8,7 @@ from backhaul_contracts.events.accounts import (
     AccountCreated,
     AccountDisconnected,
     AccountStatusChanged,
+    AccountUpdated,
 )
 from backhaul_contracts.events.billing import AccountServiceAdded, AccountServiceRemoved
 from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded
@@ -18,6 +19,7 @@ from scheduler.service_layer import handlers
 
 def register(consumer: EventConsumer) -> None:
     consumer.on(AccountCreated)(handlers.on_account_created)
+    consumer.on(AccountUpdated)(handlers.on_account_updated)
     consumer.on(AccountStatusChanged)(handlers.on_account_status_changed)
     consumer.on(AccountDisconnected)(handlers.on_account_disconnected)
     consumer.on(AccountServiceAdded)(handlers.on_account_service_added)

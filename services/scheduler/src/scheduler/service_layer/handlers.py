@@ -129,6 +129,10 @@ async def _foresee(
     )
     disconnect_at = next((e.run_at for e in earlier if e.action == Action.DISCONNECT.value), None)
     warnings = rules.foresee_disconnect(account_id, action, disconnect_at)
+    if action is Action.DISCONNECT:
+        warnings += rules.foresee_children(
+            account_id, await _children_left_connected(uow, account_id)
+        )
     if action not in (Action.ADD_SERVICE, Action.REMOVE_SERVICE):
         return warnings
     present = list(
@@ -156,6 +160,25 @@ async def _foresee(
         planned_before=planned,
         kinds={s.id: ServiceKind(s.kind) for s in known},
         names={s.id: s.name for s in known},
+    )
+
+
+async def _children_left_connected(uow: UnitOfWork, account_id: int) -> list[int]:
+    """Child accounts neither disconnected nor with a disconnect of their own scheduled."""
+    scheduled = select(ScheduledEvent.account_id).where(
+        ScheduledEvent.action == Action.DISCONNECT.value,
+        ScheduledEvent.state.in_([State.PENDING.value, State.DISPATCHED.value]),
+    )
+    return list(
+        await uow.session.scalars(
+            select(KnownAccount.id)
+            .where(
+                KnownAccount.parent_id == account_id,
+                KnownAccount.disconnected.is_(False),
+                KnownAccount.id.not_in(scheduled),
+            )
+            .order_by(KnownAccount.id)
+        )
     )
 
 
@@ -786,7 +809,21 @@ async def on_account_created(
             uow.session.add(account)
         account.name = event.name
         account.status_id = event.status.id
+        account.parent_id = event.parent_account_id
         account.disconnected = False
+        account.updated_at = envelope.occurred_at
+
+
+async def on_account_updated(
+    event: accounts_events.AccountUpdated, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Follow the account's parent (a parent's disconnect does not reach its children)."""
+    async with uow:
+        account = await uow.session.get(KnownAccount, event.account_id)
+        if account is None:
+            return  # its AccountCreated comes first on the same partition; nothing to follow
+        account.name = event.name
+        account.parent_id = event.parent_account_id
         account.updated_at = envelope.occurred_at
 
 
@@ -801,6 +838,7 @@ async def on_account_status_changed(
             account = KnownAccount(id=event.account_id, name="", disconnected=False)
             uow.session.add(account)
         account.status_id = event.status.id
+        account.parent_id = event.parent_account_id
         if event.status.activates_account:
             account.disconnected = False
         account.updated_at = envelope.occurred_at
@@ -816,6 +854,7 @@ async def on_account_disconnected(
             account = KnownAccount(id=event.account_id, name=event.account_name)
             uow.session.add(account)
         account.status_id = event.status.id
+        account.parent_id = event.parent_account_id
         account.disconnected = True
         account.updated_at = envelope.occurred_at
 

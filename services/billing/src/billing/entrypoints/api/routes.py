@@ -23,6 +23,7 @@ from billing.entrypoints.api.schemas import (
     BillingRunIn,
     BillingRunOut,
     ChildInvoiceOut,
+    DebitEditIn,
     DebitIn,
     DelinquencyCheckIn,
     DelinquencyCheckOut,
@@ -346,6 +347,18 @@ async def reverse_transaction(
     reason = body.reason if body else None
     return _transaction_out(
         await handlers.reverse_transaction(uow, transaction_id, actor=actor, reason=reason)
+    )
+
+
+@router.patch(
+    "/transactions/{transaction_id}", response_model=TransactionOut, tags=["transactions"]
+)
+async def edit_debit(
+    transaction_id: int, body: DebitEditIn, uow: UnitOfWorkDep, actor: ActorDep
+) -> TransactionOut:
+    """Edit a debit's description."""
+    return _transaction_out(
+        await handlers.edit_debit_description(uow, transaction_id, body.description, actor=actor)
     )
 
 

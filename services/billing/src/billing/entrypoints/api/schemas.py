@@ -124,6 +124,10 @@ class PaymentIn(_In):
     invoice_id: int | None = None
 
 
+class DebitEditIn(_In):
+    description: str = Field(min_length=1, max_length=400)
+
+
 class ReverseIn(_In):
     reason: str | None = Field(default=None, max_length=400)
 

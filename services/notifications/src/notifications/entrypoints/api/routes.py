@@ -13,6 +13,8 @@ from notifications.entrypoints.api.deps import UnitOfWorkDep
 from notifications.entrypoints.api.schemas import (
     ContactOut,
     EmailOut,
+    PreviewIn,
+    PreviewOut,
     TriggerIn,
     TriggerOut,
     TriggerPatch,
@@ -54,6 +56,7 @@ async def create_trigger(body: TriggerIn, uow: UnitOfWorkDep, response: Response
             subject_template=body.subject_template,
             body_template=body.body_template,
             enabled=body.enabled,
+            address=body.address,
         ),
     )
     response.headers["Location"] = f"/triggers/{trigger.id}"
@@ -72,9 +75,27 @@ async def update_trigger(trigger_id: int, body: TriggerPatch, uow: UnitOfWorkDep
     changes = {
         key: value
         for key, value in body.model_dump(exclude_unset=True).items()
-        if value is not None or key == "category"  # a null category means "no category"
+        # A null category or address clears it; for other fields null means "unchanged".
+        if value is not None or key in ("category", "address")
     }
     return TriggerOut.model_validate(await handlers.update_trigger(uow, trigger_id, changes))
+
+
+@router.post("/triggers/{trigger_id}/preview", response_model=PreviewOut, tags=["triggers"])
+async def preview_trigger(trigger_id: int, body: PreviewIn, uow: UnitOfWorkDep) -> PreviewOut:
+    """Render a trigger's subject and body for a sample event; nothing is queued or sent."""
+    preview = await handlers.preview_trigger(
+        uow,
+        trigger_id,
+        payload=body.event,
+        account={
+            "id": body.account_id,
+            "name": body.account_name,
+            "parent_account_id": body.parent_account_id,
+        },
+        contact={"name": body.contact_name, "email": body.contact_email},
+    )
+    return PreviewOut(subject=preview.subject, body=preview.body, matches=preview.matches)
 
 
 @router.delete("/triggers/{trigger_id}", status_code=204, tags=["triggers"])
@@ -97,6 +118,18 @@ async def list_account_emails(
     invalid), reject reason and times; bodies only when asked for."""
     emails = await queries.list_emails(uow, account_id, state=state, limit=limit, offset=offset)
     return [_email_out(e, include_body=include_body) for e in emails]
+
+
+@router.get("/emails", response_model=list[EmailOut], tags=["emails"])
+async def list_emails(
+    uow: UnitOfWorkDep,
+    state: EmailState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[EmailOut]:
+    """All accounts' email, newest first (e.g. `?state=queued` to see what is waiting)."""
+    emails = await queries.list_all_emails(uow, state=state, limit=limit, offset=offset)
+    return [_email_out(e, include_body=False) for e in emails]
 
 
 @router.get("/emails/{email_id}", response_model=EmailOut, tags=["emails"])

@@ -51,6 +51,11 @@ class TriggerIn(_In):
     subject_template: str = Field(min_length=1, max_length=1000, description=TEMPLATE_HELP)
     body_template: str = Field(min_length=1, max_length=100_000, description=TEMPLATE_HELP)
     enabled: bool = True
+    address: str | None = Field(
+        default=None,
+        max_length=320,
+        description="Staff audience only: send here instead of STAFF_EMAIL",
+    )
 
 
 class TriggerPatch(_In):
@@ -62,6 +67,7 @@ class TriggerPatch(_In):
     subject_template: str | None = Field(default=None, min_length=1, max_length=1000)
     body_template: str | None = Field(default=None, min_length=1, max_length=100_000)
     enabled: bool | None = None
+    address: str | None = Field(default=None, max_length=320)
 
 
 class TriggerOut(_Out):
@@ -74,6 +80,7 @@ class TriggerOut(_Out):
     subject_template: str
     body_template: str
     enabled: bool
+    address: str | None
     shipped: bool
     created_at: datetime
     updated_at: datetime
@@ -107,3 +114,18 @@ class ContactOut(_Out):
     email: str | None
     is_primary: bool
     message_categories: list[str]
+
+
+class PreviewIn(_In):
+    event: dict[str, Any] = Field(description="A sample payload of the trigger's event type")
+    account_id: int = 1
+    account_name: str = Field(default="Sample account", max_length=200)
+    parent_account_id: int | None = None
+    contact_name: str = Field(default="Sample contact", max_length=200)
+    contact_email: str = Field(default="contact@example.com", max_length=320)
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    body: str
+    matches: bool = Field(description="Whether the trigger's conditions hold for this sample")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from backhaul_kit.errors import InvalidInput
+from provisioning.adapters.tables import AddressList, AddressListChange, AddressListEntry
 from provisioning.domain.rules import routeros_script
 from provisioning.entrypoints.api.deps import ActorDep, UnitOfWorkDep
 from provisioning.entrypoints.api.schemas import (
@@ -79,7 +80,7 @@ def _assignee(body: AssigneeIn) -> handlers.Assignee:
     )
 
 
-def _list_out(address_list: handlers.AddressList, count: int) -> AddressListOut:
+def _list_out(address_list: AddressList, count: int) -> AddressListOut:
     return AddressListOut(
         id=address_list.id,
         name=address_list.name,
@@ -308,7 +309,7 @@ async def all_changes(
     return _changes_out(rows, cursor)
 
 
-def _changes_out(rows: list[tuple[handlers.AddressListChange, str]], cursor: int) -> ChangesOut:
+def _changes_out(rows: list[tuple[AddressListChange, str]], cursor: int) -> ChangesOut:
     return ChangesOut(
         changes=[
             ChangeOut(
@@ -386,6 +387,30 @@ async def routeros_export(list_id: int, uow: UnitOfWorkDep) -> PlainTextResponse
     return PlainTextResponse(script, headers={"ETag": f'"{address_list.id}-{seq}"'})
 
 
+@router.get(
+    "/accounts/{account_id}/address-list-entries",
+    response_model=list[MembershipOut],
+    tags=["address lists"],
+)
+async def account_entries(account_id: int, uow: UnitOfWorkDep) -> list[MembershipOut]:
+    """The address lists the account's addresses are on now."""
+    return [
+        _membership(entry, name) for entry, name in await queries.account_entries(uow, account_id)
+    ]
+
+
+def _membership(entry: AddressListEntry, name: str) -> MembershipOut:
+    return MembershipOut(
+        address=entry.address,
+        account_id=entry.account_id,
+        address_list_id=entry.address_list_id,
+        assignment_id=entry.assignment_id,
+        valid_from=entry.valid_from,
+        valid_to=entry.valid_to,
+        address_list=name,
+    )
+
+
 @router.get("/address-list-memberships", response_model=list[MembershipOut], tags=["address lists"])
 async def memberships(
     uow: UnitOfWorkDep,
@@ -394,18 +419,7 @@ async def memberships(
 ) -> list[MembershipOut]:
     """Which lists held this address at `at` (or ever), each with valid_from and valid_to."""
     rows = await queries.memberships(uow, address, _moment(at))
-    return [
-        MembershipOut(
-            address=e.address,
-            account_id=e.account_id,
-            address_list_id=e.address_list_id,
-            assignment_id=e.assignment_id,
-            valid_from=e.valid_from,
-            valid_to=e.valid_to,
-            address_list=name,
-        )
-        for e, name in rows
-    ]
+    return [_membership(entry, name) for entry, name in rows]
 
 
 # -- RADIUS -------------------------------------------------------------------------------------

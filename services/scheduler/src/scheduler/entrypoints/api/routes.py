@@ -152,6 +152,12 @@ async def edit_scheduled_event(
     response_model=ScheduledEventOut,
     tags=["scheduled events"],
 )
+@router.delete(
+    "/scheduled-events/{event_id}",
+    response_model=ScheduledEventOut,
+    tags=["scheduled events"],
+    description="Deleting a pending event cancels it: it stays in the history, as cancelled.",
+)
 async def cancel_scheduled_event(
     event_id: UUID, uow: UnitOfWorkDep, actor: ActorDep
 ) -> ScheduledEventOut:
@@ -209,6 +215,12 @@ async def edit_vacation(
 
 
 @router.post("/vacations/{vacation_id}/cancel", response_model=VacationOut, tags=["vacations"])
+@router.delete(
+    "/vacations/{vacation_id}",
+    response_model=VacationOut,
+    tags=["vacations"],
+    description="Deleting a vacation cancels it as one; it stays in the history.",
+)
 async def cancel_vacation(vacation_id: UUID, uow: UnitOfWorkDep, actor: ActorDep) -> VacationOut:
     """Cancel a vacation as one, while none of its events has fired; 409 after."""
     return _vacation_out(*await handlers.cancel_vacation(uow, vacation_id, actor=actor))

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: d1eb2a8a0c34
+Revision ID: 085a7ff4ad8e
 Revises:
-Create Date: 2026-11-22 08:29:12.743783
+Create Date: 2026-11-22 09:08:38.566722
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "d1eb2a8a0c34"
+revision: str = "085a7ff4ad8e"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -87,7 +87,6 @@ def upgrade() -> None:
         sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("released_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("summary", sa.JSON(), nullable=False),
-        sa.Column("note", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("disconnection_id"),
     )
     with op.batch_alter_table("network_releases", schema=None) as batch_op:

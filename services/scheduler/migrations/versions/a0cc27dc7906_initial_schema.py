@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 2930692f7195
+Revision ID: a0cc27dc7906
 Revises:
-Create Date: 2026-11-22 08:27:58.179647
+Create Date: 2026-11-22 08:52:37.279500
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "2930692f7195"
+revision: str = "a0cc27dc7906"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -35,10 +35,16 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("status_id", sa.Integer(), nullable=False),
+        sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column("disconnected", sa.Boolean(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    with op.batch_alter_table("known_accounts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_known_accounts_parent_id"), ["parent_id"], unique=False
+        )
+
     op.create_table(
         "known_services",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -155,6 +161,9 @@ def downgrade() -> None:
 
     op.drop_table("vacations")
     op.drop_table("known_services")
+    with op.batch_alter_table("known_accounts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_known_accounts_parent_id"))
+
     op.drop_table("known_accounts")
     with op.batch_alter_table("known_account_services", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_known_account_services_account_id"))

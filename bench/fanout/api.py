@@ -1,0 +1,218 @@
+"""HTTP to the services: the token, bounded concurrency, and the accounts' setup."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def auth_headers() -> dict[str, str]:
+    """A development bearer token, from whichever helper this checkout has.
+
+    Without either helper the APIs have no authentication yet; the header is then harmless.
+    """
+    token: str | None = None
+    try:
+        helper = importlib.import_module("backhaul_devstack.__main__").development_token
+        token = str(helper())
+    except (ImportError, AttributeError, TypeError):
+        try:
+            issue = importlib.import_module("backhaul_kit.auth").issue_token
+            secret = importlib.import_module("backhaul_kit.config").DEV_JWT_SECRET
+            token = str(issue(secret))
+        except (ImportError, AttributeError, TypeError):
+            token = "no-auth-in-this-checkout"  # noqa: S105 - not a secret
+    return {"Authorization": f"Bearer {token}", "X-Actor": "bench@backhaul"}
+
+
+def client(base_url: str, concurrency: int = 64) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(base_url=base_url, headers=auth_headers(), timeout=60, limits=limits)
+
+
+class Refused(RuntimeError):
+    pass
+
+
+def ok(response: httpx.Response, *expected: int) -> Any:
+    if response.status_code not in (expected or (200,)):
+        raise Refused(
+            f"{response.request.method} {response.request.url}: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    return response.json()
+
+
+async def bounded(
+    items: Iterable[T], work: Callable[[T], Awaitable[Any]], concurrency: int
+) -> tuple[list[Any], list[str]]:
+    """Run `work` on every item with at most `concurrency` in flight; results and errors."""
+    iterator = iter(items)
+    results: list[Any] = []
+    errors: list[str] = []
+
+    async def worker() -> None:
+        for item in iterator:
+            try:
+                results.append(await work(item))
+            except Exception as exc:  # counted and reported, the run goes on
+                errors.append(repr(exc)[:300])
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results, errors
+
+
+async def post_until_known(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], deadline_s: float = 120.0
+) -> Any:
+    """POST until the service knows the account (it learns of it from an event)."""
+    deadline = time.monotonic() + deadline_s
+    pause = 0.1
+    while True:
+        response = await http.post(url, json=body)
+        if response.status_code == 201:
+            return response.json()
+        if response.status_code not in (404, 409, 422) or time.monotonic() > deadline:
+            return ok(response, 201)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+@dataclass
+class Urls:
+    accounts: str
+    billing: str
+    provisioning: str
+    notifications: str
+    scheduler: str
+
+
+@dataclass
+class Fixture:
+    """What every benchmark account needs: a status to start in, a service, a pool, a list."""
+
+    active_status_id: int
+    service_id: int
+    pool_id: int
+    active_list_id: int
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    addresses: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+async def prepare(urls: Urls, total_accounts: int) -> Fixture:
+    async with client(urls.accounts) as accounts:
+        statuses = ok(await accounts.get("/account-statuses"))
+    active = next(s for s in statuses if s["name"] == "Active")
+    tag = uuid.uuid4().hex[:6]
+    async with client(urls.billing) as billing:
+        service = ok(
+            await billing.post(
+                "/services",
+                json={
+                    "name": f"Fibre 500 bench {tag}",
+                    "kind": "recurring",
+                    "price": "49.99",
+                    "currency": "USD",
+                },
+            ),
+            201,
+        )
+    cidr = "100.64.0.0/16" if total_accounts < 60_000 else "100.64.0.0/10"
+    async with client(urls.provisioning) as provisioning:
+        pool = ok(
+            await provisioning.post("/ip-pools", json={"name": f"bench {tag}", "cidr": cidr}),
+            201,
+        )
+        active_list = ok(
+            await provisioning.post(
+                "/address-lists",
+                json={"name": f"bench-active-{tag}", "rule": {"activating": True}},
+            ),
+            201,
+        )
+    return Fixture(active["id"], service["id"], pool["id"], active_list["id"])
+
+
+async def create_accounts(
+    urls: Urls, fixture: Fixture, ids: list[int], concurrency: int, say: Callable[[str], None]
+) -> None:
+    """Each account with a serviceable address and a primary contact, then a service and an IP.
+
+    Stage by stage (all accounts, then all services and IPs) so that billing and provisioning
+    have mostly learnt of the accounts from AccountCreated before they are asked.
+    """
+
+    async with (
+        client(urls.accounts, concurrency) as accounts,
+        client(urls.billing, concurrency) as billing,
+        client(urls.provisioning, concurrency) as provisioning,
+    ):
+
+        async def create(account_id: int) -> None:
+            ok(
+                await accounts.post(
+                    "/accounts",
+                    json={
+                        "id": account_id,
+                        "name": f"Bench Customer {account_id}",
+                        "status_id": fixture.active_status_id,
+                        "serviceable_address": {
+                            "line1": f"{account_id} Bench Street",
+                            "city": "Springfield",
+                            "postal_code": "99999",
+                            "country": "US",
+                        },
+                        "primary_contact": {
+                            "name": f"Customer {account_id}",
+                            "email": f"customer{account_id}@bench.example",
+                        },
+                    },
+                ),
+                201,
+            )
+
+        async def add_service(account_id: int) -> None:
+            await post_until_known(
+                billing,
+                f"/accounts/{account_id}/services",
+                {"service_id": fixture.service_id, "quantity": 1},
+            )
+
+        async def assign_ip(account_id: int) -> None:
+            body = await post_until_known(
+                provisioning,
+                f"/accounts/{account_id}/ip-assignments",
+                {"pool_id": fixture.pool_id},
+            )
+            fixture.addresses[account_id] = body["address"]
+
+        for stage, work in (
+            ("create_account", create),
+            ("add_service", add_service),
+            ("assign_ip", assign_ip),
+        ):
+            started = time.monotonic()
+            _, errors = await bounded(ids, work, concurrency)
+            elapsed = time.monotonic() - started
+            previous = fixture.stages.get(stage, {"seconds": 0.0, "count": 0, "errors": 0})
+            fixture.stages[stage] = {
+                "seconds": round(previous["seconds"] + elapsed, 2),
+                "count": previous["count"] + len(ids) - len(errors),
+                "errors": previous["errors"] + len(errors),
+            }
+            fixture.errors.extend(errors[:5])
+            first_error = f", errors: {errors[0]}" if errors else ""
+            say(
+                f"  {stage}: {len(ids) - len(errors)}/{len(ids)} in {elapsed:.1f} s "
+                f"({len(ids) / max(elapsed, 1e-9):.0f}/s){first_error}"
+            )

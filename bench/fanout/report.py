@@ -1,0 +1,160 @@
+"""The run's JSON, its markdown summary and its plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "rate_per_s": 1000,  # fully fanned out, on PostgreSQL
+    "fraction_of_monolith": 0.5,
+    "p99_ms": 250,  # end to end at half load
+    "rss_mb": 150,  # each service
+}
+SERVICES = ("accounts", "billing", "scheduler", "provisioning", "notifications")
+
+
+def machine() -> dict[str, Any]:
+    memory = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_mb": memory,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def write(document: dict[str, Any], out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{name}.json"
+    json_path.write_text(json.dumps(document, indent=1, sort_keys=False, default=str) + "\n")
+    png_path = out / f"{name}.png"
+    plot(document, png_path)
+    document_md = markdown(document, plot_name=png_path.name)
+    md_path = out / f"{name}.md"
+    md_path.write_text(document_md)
+    return [json_path, md_path, png_path]
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
+    storm = doc["disconnect_storm"]
+    latency = doc["latency"]["end_to_end_ms"]
+    status = doc["status_storm"]
+    ceilings = doc.get("ceilings", {})
+    footprint = doc["footprint"]
+    rate = storm["sustained_complete_per_s"]
+    lines = [
+        f"# Fan-out benchmark: {doc['database']}, N = {doc['accounts']:,} ({doc['date']})",
+        "",
+        f"Machine: {doc['machine']['cpus']} CPUs, {doc['machine']['memory_mb']} MB, "
+        f"Python {doc['machine']['python']}.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| setup of {doc['setup']['accounts']:,} accounts | {doc['setup']['seconds']} s "
+        f"({doc['setup']['accounts_per_s']}/s) | |",
+        f"| disconnects accepted | {storm['accept_per_s']}/s | |",
+        f"| disconnects fully fanned out, sustained | **{rate}/s** | 1,000/s on PostgreSQL: "
+        f"{_mark(rate >= TARGETS['rate_per_s'])} |",
+        f"| all {storm['completed']:,} complete after | {storm['all_complete_seconds']} s | |",
+    ]
+    if ceilings:
+        bus, mono = ceilings["bus"], ceilings["monolith"]
+        lines += [
+            f"| bus ceiling (aiokafka, no work) | {bus['disconnects_per_s']}/s; we are "
+            f"{ceilings['fraction_of_bus']:.1%} | |",
+            f"| monolith ceiling (one transaction) | {mono['disconnects_per_s']}/s; we are "
+            f"{ceilings['fraction_of_monolith']:.1%} | >= 50%: "
+            f"{_mark(ceilings['fraction_of_monolith'] >= TARGETS['fraction_of_monolith'])} |",
+        ]
+    lines += [
+        f"| end to end at {doc['latency']['rate_per_s']}/s (half load), p50 / p95 / p99 | "
+        f"{latency.get('p50')} / {latency.get('p95')} / **{latency.get('p99')}** ms | "
+        "p99 < 250 ms: "
+        f"{_mark((latency.get('p99') or 1e9) < TARGETS['p99_ms'])} |",
+        f"| status storm: all {status['visible']:,} list changes visible after | "
+        f"{status['all_visible_seconds']} s (p50 {status['latency_ms'].get('p50')}, "
+        f"p99 **{status['latency_ms'].get('p99')}** ms) | |",
+    ]
+    peak = footprint["rss_mb_peak_disconnect_storm"]
+    worst = max((peak.get(s, 0) for s in SERVICES), default=0)
+    lines += [
+        f"| largest service RSS under the storm | {worst} MB | < 150 MB: "
+        f"{_mark(worst < TARGETS['rss_mb'])} |",
+        "",
+        "| service | RSS idle (MB) | RSS peak, disconnect storm (MB) | CPU s / 1,000 disconnects |",
+        "|---|---|---|---|",
+    ]
+    cpu = footprint["cpu_seconds_per_1000_disconnects"]
+    for name in (*SERVICES, "kafka", "postgresql"):
+        if name in footprint["rss_mb_idle"]:
+            lines.append(
+                f"| {name} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
+                f"{cpu.get(name, '')} |"
+            )
+    profile = storm.get("profile") or {}
+    if profile.get("self_time"):
+        lines += [
+            "",
+            f"py-spy, {profile['service']} for {profile['seconds']:.0f} s "
+            f"({profile['busy_samples']} busy samples); inclusive share by library:",
+            "",
+        ]
+        lines += [f"- {b['what']}: {b['percent']}%" for b in profile["inclusive_by_library"][:8]]
+    if plot_name:
+        lines += ["", f"![fan-out]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = doc["curves"]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for key, label in (
+        ("disconnect_accepted", "accepted (HTTP 201)"),
+        ("disconnect_kafka_observed", "completion events on Kafka"),
+        ("disconnect_complete", "complete in accounts"),
+    ):
+        points = curves.get(key) or []
+        if points:
+            left.plot([p[0] for p in points], [p[1] for p in points], label=label)
+    left.set_title(f"Disconnect storm, N = {doc['accounts']:,}")
+    left.set_xlabel("seconds since the first request")
+    left.set_ylabel("disconnects")
+    left.legend(loc="lower right", fontsize=8)
+    latencies = curves.get("latency_ms_sorted") or []
+    if latencies:
+        fractions = [(i + 1) / len(latencies) for i in range(len(latencies))]
+        middle.plot(latencies, fractions)
+        middle.axvline(250, color="grey", linestyle="--", linewidth=1)
+    middle.set_title(f"End to end at {doc['latency']['rate_per_s']}/s (half load)")
+    middle.set_xlabel("ms from HTTP answer to the last step recorded")
+    middle.set_ylabel("fraction of disconnects")
+    status = curves.get("status_visible") or []
+    if status:
+        right.plot([p[0] for p in status], [p[1] for p in status])
+    right.set_title("Status storm: list changes visible to a router")
+    right.set_xlabel("seconds since the first status change")
+    right.set_ylabel("accounts")
+    figure.suptitle(f"Backhaul fan-out on {doc['database']} ({doc['date'][:10]})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,408 @@
+"""A restartable Backhaul for fault tests: its own Kafka, five service processes, a storm
+of disconnects and status changes, and the exactly-once checks after it.
+
+Nothing here is mocked: processes are SIGKILLed and restarted, the broker is SIGKILLed and
+restarted, and every check reads the services' own APIs, the SMTP sink and Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from backhaul_devstack.kafka_broker import KafkaBroker, free_port
+from backhaul_devstack.smtp_sink import read_messages
+from backhaul_devstack.stack import SERVICES, ServiceProcess, Stack
+
+
+def _token() -> str:
+    try:
+        from backhaul_devstack.__main__ import development_token
+
+        return development_token("chaos@isp")
+    except ImportError:  # before bearer tokens existed
+        return "none"
+
+
+AUTH = {"Authorization": f"Bearer {_token()}"}
+STORM_SIZE = int(os.environ.get("RELIABILITY_N", "2000"))
+
+
+@dataclass
+class Figures:
+    scenario: str
+    accounts: int = 0
+    disconnects: int = 0
+    status_changes: int = 0
+    kills: int = 0
+    events: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    dead_letters: int = 0
+    storm_seconds: float = 0.0
+    recovery_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Cluster:
+    """Kafka plus the five services, each a process that can be killed and restarted."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="backhaul-chaos-"))
+        self.broker = KafkaBroker(port=free_port(), data_dir=self.root / "kafka")
+        self.stack: Stack | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        self.broker.start()
+        self.stack = Stack(
+            root=self.root,
+            kafka_bootstrap=self.broker.bootstrap_servers,
+            ports={name: free_port() for name in SERVICES},
+            smtp_port=free_port(),
+            mail_http_port=free_port(),
+            extra_env={"LOG_LEVEL": "WARNING", "SCHEDULER_POLL_INTERVAL_SECONDS": "0.2"},
+        )
+        self.stack.start(timeout=180)
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+        self.broker.stop()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def url(self, service: str) -> str:
+        assert self.stack is not None
+        return self.stack.url(service)
+
+    @property
+    def mail_dir(self) -> Path:
+        assert self.stack is not None
+        return self.stack.mail_dir
+
+    def kill(self, service: str) -> None:
+        assert self.stack is not None
+        self.stack.services[service].kill()
+        self.kills += 1
+
+    def restart(self, service: str, timeout: float = 120) -> None:
+        assert self.stack is not None
+        old = self.stack.services[service]
+        fresh = ServiceProcess(old.name, old.port, old.env, old.log_path, old.role)
+        fresh.start()
+        self.stack.services[service] = fresh
+        deadline = time.monotonic() + timeout
+        while True:
+            if fresh.process is not None and fresh.process.poll() is not None:
+                raise RuntimeError(f"{service} exited on restart; see {fresh.log_path}")
+            try:
+                if httpx.get(f"{fresh.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} not ready {timeout}s after its restart")
+            time.sleep(0.3)
+
+    def kill_kafka(self) -> None:
+        self.broker.kill()
+        self.kills += 1
+
+    def restart_kafka(self) -> None:
+        self.broker.process = None
+        self.broker.start()
+
+
+async def call(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    ok: tuple[int, ...] = (200, 201),
+    json: Any = None,
+    attempts: int = 60,
+) -> httpx.Response:
+    """A request that rides out restarts: connection errors and 5xx are retried."""
+    for attempt in range(attempts):
+        try:
+            response = await http.request(method, url, json=json)
+        except httpx.TransportError:
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2))
+            continue
+        if response.status_code in ok:
+            return response
+        if response.status_code >= 500 or (response.status_code == 404 and attempt < 30):
+            # 404: the service has not heard of the account yet (events still flowing)
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2))
+            continue
+        raise AssertionError(f"{method} {url} -> {response.status_code}: {response.text}")
+    raise AssertionError(f"{method} {url}: no answer after {attempts} attempts")
+
+
+async def bounded(jobs: list[Callable[[], Awaitable[Any]]], concurrency: int = 16) -> list[Any]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+@dataclass
+class Population:
+    disconnect: list[int]
+    block: list[int]
+    addresses: dict[int, str]
+    blocked_status: int
+    blocked_list: int
+    active_list: int
+
+
+async def populate(cluster: Cluster, http: httpx.AsyncClient, size: int) -> Population:
+    """`size` active accounts with a primary contact; half also get an IP on the lists."""
+    accounts, provisioning = cluster.url("accounts"), cluster.url("provisioning")
+    blocked = (
+        await call(
+            http,
+            "POST",
+            f"{accounts}/account-statuses",
+            json={
+                "name": f"Blocked {uuid.uuid4().hex[:6]}",
+                "activates_account": False,
+                "colour": "#000000",
+            },
+        )
+    ).json()["id"]
+    pool = (
+        await call(
+            http,
+            "POST",
+            f"{provisioning}/ip-pools",
+            json={"name": "chaos", "cidr": "10.128.0.0/16"},
+        )
+    ).json()["id"]
+    blocked_list = (
+        await call(
+            http,
+            "POST",
+            f"{provisioning}/address-lists",
+            json={"name": "blocked", "rule": {"status_ids": [blocked]}},
+        )
+    ).json()["id"]
+    active_list = (
+        await call(
+            http,
+            "POST",
+            f"{provisioning}/address-lists",
+            json={"name": "active", "rule": {"activating": True}},
+        )
+    ).json()["id"]
+
+    async def create(i: int) -> int:
+        body = {
+            "name": f"Chaos {i}",
+            "status_id": 2,
+            "primary_contact": {"name": f"C{i}", "email": f"chaos{i}@example.com"},
+        }
+        return int((await call(http, "POST", f"{accounts}/accounts", json=body)).json()["id"])
+
+    ids = await bounded([lambda i=i: create(i) for i in range(size)])
+    disconnect, block = ids[: size // 2], ids[size // 2 :]
+
+    async def assign(account_id: int) -> tuple[int, str]:
+        response = await call(
+            http,
+            "POST",
+            f"{provisioning}/accounts/{account_id}/ip-assignments",
+            json={"pool_id": pool},
+        )
+        return account_id, response.json()["address"]
+
+    addresses = dict(await bounded([lambda a=a: assign(a) for a in block]))
+    return Population(disconnect, block, addresses, blocked, blocked_list, active_list)
+
+
+async def storm(cluster: Cluster, http: httpx.AsyncClient, population: Population) -> float:
+    """Disconnect half and block the other half, as fast as the system accepts."""
+    accounts = cluster.url("accounts")
+    started = time.monotonic()
+
+    async def disconnect(account_id: int) -> None:
+        await call(
+            http, "POST", f"{accounts}/accounts/{account_id}/disconnect", json={}, ok=(201, 409)
+        )  # 409: an earlier try committed before its answer was lost
+
+    async def block(account_id: int) -> None:
+        await call(
+            http,
+            "POST",
+            f"{accounts}/accounts/{account_id}/status",
+            json={"status_id": population.blocked_status, "reason": "chaos"},
+        )
+
+    jobs: list[Callable[[], Awaitable[Any]]] = [
+        lambda a=a: disconnect(a) for a in population.disconnect
+    ]
+    jobs += [lambda a=a: block(a) for a in population.block]
+    random.shuffle(jobs)
+    await bounded(jobs)
+    return time.monotonic() - started
+
+
+async def wait_until_complete(
+    cluster: Cluster, http: httpx.AsyncClient, population: Population, timeout: float = 600
+) -> float:
+    """Seconds until every disconnect's progress is complete and every IP is on its list."""
+    accounts, provisioning = cluster.url("accounts"), cluster.url("provisioning")
+    started = time.monotonic()
+    pending = set(population.disconnect)
+    while pending and time.monotonic() - started < timeout:
+
+        async def done(account_id: int) -> int | None:
+            rows = (
+                await call(http, "GET", f"{accounts}/accounts/{account_id}/disconnections")
+            ).json()
+            return account_id if rows and rows[0]["progress"] == "complete" else None
+
+        finished = await bounded([lambda a=a: done(a) for a in sorted(pending)])
+        pending -= {a for a in finished if a is not None}
+        if pending:
+            await asyncio.sleep(1)
+    wanted = set(population.addresses.values())
+    while time.monotonic() - started < timeout:
+        entries = (
+            await call(
+                http, "GET", f"{provisioning}/address-lists/{population.blocked_list}/entries"
+            )
+        ).json()
+        if wanted <= {e["address"] for e in entries}:
+            break
+        await asyncio.sleep(1)
+    return time.monotonic() - started
+
+
+async def verify(
+    cluster: Cluster, http: httpx.AsyncClient, population: Population, figures: Figures
+) -> None:
+    """Exactly once: one final invoice, one network release, one email per disconnect; every
+    blocked account's IP on the blocked list and off the active one; no dead letters."""
+    accounts, billing = cluster.url("accounts"), cluster.url("billing")
+    notifications, provisioning = cluster.url("notifications"), cluster.url("provisioning")
+    lost: list[str] = []
+    duplicated: list[str] = []
+
+    async def check(account_id: int) -> None:
+        progress = (
+            await call(http, "GET", f"{accounts}/accounts/{account_id}/disconnections")
+        ).json()
+        if len(progress) != 1:
+            (lost if not progress else duplicated).append(
+                f"{account_id}: {len(progress)} disconnections"
+            )
+            return
+        steps = {s["step"]: s["state"] for s in progress[0]["steps"]}
+        if set(steps.values()) != {"done"}:
+            lost.append(f"{account_id}: steps {steps}")
+        invoices = (await call(http, "GET", f"{billing}/accounts/{account_id}/invoices")).json()
+        finals = [i for i in invoices if i["final"]]
+        if len(finals) != 1:
+            (lost if not finals else duplicated).append(
+                f"{account_id}: {len(finals)} final invoices"
+            )
+        emails = (await call(http, "GET", f"{notifications}/accounts/{account_id}/emails")).json()
+        notices = [e for e in emails if e["trigger_event_type"] == "AccountDisconnected"]
+        if len(notices) != 1 or notices[0]["state"] != "sent":
+            (lost if not notices else duplicated).append(f"{account_id}: notices {notices}")
+
+    await bounded([lambda a=a: check(a) for a in population.disconnect])
+
+    blocked = {
+        e["address"]
+        for e in (
+            await call(
+                http, "GET", f"{provisioning}/address-lists/{population.blocked_list}/entries"
+            )
+        ).json()
+    }
+    active = {
+        e["address"]
+        for e in (
+            await call(
+                http, "GET", f"{provisioning}/address-lists/{population.active_list}/entries"
+            )
+        ).json()
+    }
+    for account_id, address in population.addresses.items():
+        if address not in blocked or address in active:
+            lost.append(
+                f"{account_id}: {address} blocked={address in blocked} active={address in active}"
+            )
+
+    mail: dict[str, int] = {}
+    for message in read_messages(cluster.mail_dir):
+        key = f"{message['to']}|{message['subject']}"
+        mail[key] = mail.get(key, 0) + 1
+    duplicated += [f"mail {k} x{n}" for k, n in mail.items() if n > 1]
+
+    figures.lost = len(lost)
+    figures.duplicated = len(duplicated)
+    figures.dead_letters = await dead_letter_count(cluster.bootstrap)
+    figures.events = await event_count(cluster.bootstrap)
+    figures.notes += (lost + duplicated)[:20]
+
+
+async def _end_offsets(bootstrap: str, select: Callable[[str], bool]) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        topics = [t for t in await admin.list_topics() if select(t)]
+        partitions = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))
+        ]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        begins = await consumer.beginning_offsets(partitions) if partitions else {}
+        return sum(ends[tp] - begins[tp] for tp in partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def dead_letter_count(bootstrap: str) -> int:
+    return await _end_offsets(bootstrap, lambda t: t.endswith(".dlq"))
+
+
+async def event_count(bootstrap: str) -> int:
+    return await _end_offsets(bootstrap, lambda t: t.endswith(".v1"))
+
+
+def client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=30,
+        headers=AUTH,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
