@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 from alembic import command, context
 from alembic.config import Config
@@ -12,6 +13,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
+from backhaul_kit.db import UtcDateTime
 from backhaul_kit.messaging.tables import messaging_metadata
 
 
@@ -31,6 +33,14 @@ def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> 
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(migrations_dir, database_url), revision)
+
+
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Write the kit's column types as the plain SQLAlchemy types they store as, so
+    migrations never import application code."""
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def run_env(service_metadata: MetaData) -> None:
@@ -55,6 +65,7 @@ def run_env(service_metadata: MetaData) -> None:
             target_metadata=targets,
             render_as_batch=batch,
             compare_type=True,
+            render_item=_render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -182,7 +182,12 @@ class EventConsumer:
         raise AssertionError("unreachable")
 
     async def _handle_once(self, handler: Handler, event: Event, envelope: Envelope) -> Outcome:
-        with flow(envelope.correlation_id, envelope.event_id):
+        with (
+            flow(envelope.correlation_id, envelope.event_id),
+            structlog.contextvars.bound_contextvars(
+                account_id=envelope.subject, event_id=str(envelope.event_id)
+            ),
+        ):
             async with UnitOfWork(self.db, self.outbox) as uow:
                 if not await inbox.claim(uow.session, self.group, envelope):
                     log.info("event_duplicate_skipped", event_id=str(envelope.event_id))
