@@ -347,3 +347,41 @@ async def test_vacation_swap_charges_each_data_service_for_its_days(service):
         ("debit", "6.00"),  # Fibre again Apr 25-30: 6 days
     ]
     assert (await client.get("/accounts/90/balance")).json()["total_balance"] == "19.20"
+
+
+async def test_a_child_invoice_can_be_unlinked_and_linked_again(service):
+    runtime, client = service
+    tv = await post(client, "/services", {**TV, "name": "Kids TV"})
+    await account(runtime, 91, status=LEAD, billing_day=1)
+    await account(runtime, 92, status=LEAD, billing_day=1, parent_account_id=91)
+    for account_id, parent in ((91, None), (92, 91)):
+        await post(client, f"/accounts/{account_id}/services", {"service_id": tv["id"]})
+        await activate(runtime, account_id, "2030-01-01T00:00:00", parent)
+    await post(client, "/billing-runs", {"date": "2030-01-01"})
+    [parent_invoice] = (await client.get("/accounts/91/invoices")).json()
+    [child_invoice] = (await client.get("/accounts/92/invoices")).json()
+
+    unlinked = await client.delete(
+        f"/invoices/{parent_invoice['id']}/child-invoices/{child_invoice['id']}"
+    )
+    assert unlinked.status_code == 200 and unlinked.json()["child_invoices"] == []
+    assert (await client.get("/accounts/92/balance")).json()["balance_due"] == "10.00"
+    assert (await client.get("/accounts/91/balance")).json()["balance_due"] == "10.00"
+
+    relinked = await post(
+        client,
+        f"/invoices/{parent_invoice['id']}/child-invoices",
+        {"child_invoice_id": child_invoice["id"]},
+        status=200,
+    )
+    assert [c["id"] for c in relinked["child_invoices"]] == [child_invoice["id"]]
+    await post(client, "/accounts/91/payments", {"amount": "15.00", "method": "cash"})
+    stranded = await client.delete(
+        f"/invoices/{parent_invoice['id']}/child-invoices/{child_invoice['id']}"
+    )
+    assert stranded.status_code == 409 and "credits applied" in stranded.json()["message"]
+    wrong = await client.post(
+        f"/invoices/{child_invoice['id']}/child-invoices",
+        json={"child_invoice_id": parent_invoice["id"]},
+    )
+    assert wrong.status_code == 409 and "not a child" in wrong.json()["message"]

@@ -1,7 +1,7 @@
 """the address-list feed counter starts at zero
 
 Revision ID: b7f1c2d3e4a5
-Revises: 085a7ff4ad8e
+Revises: 3cbfceb74721
 Create Date: 2026-11-22 08:50:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b7f1c2d3e4a5"
-down_revision: str | None = "085a7ff4ad8e"
+down_revision: str | None = "3cbfceb74721"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -65,6 +65,20 @@ async def test_radius_replies_follow_assignments_moves_and_deletion(service, ev)
         "/accounts/20/radius-accounts", json={"username": "bob", "password": "new"}
     )
     assert again.status_code == 201
+    assert await _rows(runtime, RadCheck, "bob") == [("Cleartext-Password", "new")]
+    longest = "u" * 64
+    made = (
+        await client.post(
+            "/accounts/20/radius-accounts", json={"username": longest, "password": "pw"}
+        )
+    ).json()
+    assert (await client.delete(f"/radius-accounts/{made['id']}")).status_code == 204
+    remade = await client.post(
+        "/accounts/20/radius-accounts", json={"username": longest, "password": "pw"}
+    )
+    assert remade.status_code == 201
+    listed = (await client.get("/accounts/20/radius-accounts")).json()
+    assert sorted(r["username"] for r in listed) == ["bob", longest]
 
 
 async def test_radius_groups_follow_status_and_data_service(service, ev):

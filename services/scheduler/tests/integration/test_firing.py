@@ -265,7 +265,9 @@ async def test_firing_outcomes_arrive_over_kafka_on_either_owners_topic(
         ),
         actor="staff",
     )
-    (command,) = await read_events(kafka_bootstrap, settings.topic(ACCOUNTS_COMMANDS), count=1)
+    (command,) = await read_events(
+        kafka_bootstrap, settings.topic(ACCOUNTS_COMMANDS), count=1, timeout=60
+    )
     assert command.payload["proration"] == "none"
     disconnection = str(uuid4())
     await others.publish(
@@ -284,7 +286,9 @@ async def test_firing_outcomes_arrive_over_kafka_on_either_owners_topic(
         assert body["state"] == "completed"
         return body
 
-    assert (await eventually(completed))["outcome"] == {"disconnection_id": disconnection}
+    assert (await eventually(completed, timeout=60))["outcome"] == {
+        "disconnection_id": disconnection
+    }
 
 
 async def test_an_event_that_cannot_become_a_command_fails_without_blocking_the_others(idle):

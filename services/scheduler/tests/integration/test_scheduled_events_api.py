@@ -38,7 +38,7 @@ async def known_account(client, others, account_id: int) -> None:
         # Past time, but the account is known: the time is what gets refused.
         assert probe.status_code == 422, probe.text
 
-    await eventually(listed)
+    await eventually(listed, timeout=60)
 
 
 async def schedule(client, **body):
@@ -66,7 +66,9 @@ async def test_a_status_change_fires_on_time_and_completes_with_the_owners_resul
     assert created["created_by"] == "staff@isp"
     assert created["run_at"].endswith("Z") or created["run_at"].endswith("+00:00")
 
-    commands = await read_events(kafka_bootstrap, settings.topic(ACCOUNTS_COMMANDS), count=1)
+    commands = await read_events(
+        kafka_bootstrap, settings.topic(ACCOUNTS_COMMANDS), count=1, timeout=60
+    )
     command = commands[0]
     assert command.event_type == "ChangeAccountStatus"
     assert command.subject == "101"
@@ -77,7 +79,8 @@ async def test_a_status_change_fires_on_time_and_completes_with_the_owners_resul
     assert fired["state"] == "dispatched"
     assert fired["command_event_id"] == str(command.event_id)
     lag = datetime.fromisoformat(fired["dispatched_at"]) - datetime.fromisoformat(fired["run_at"])
-    assert timedelta(0) <= lag < timedelta(seconds=1)
+    # The timer wakes every 50 ms here; the bound leaves room for a loaded shared machine.
+    assert timedelta(0) <= lag < timedelta(seconds=2)
 
     await others.publish(
         CommandSucceeded(
@@ -93,11 +96,13 @@ async def test_a_status_change_fires_on_time_and_completes_with_the_owners_resul
         assert body["state"] == "completed", body
         return body
 
-    done = await eventually(completed)
+    done = await eventually(completed, timeout=60)
     assert done["outcome"] == {"status_id": 7}
     assert done["failure_reason"] is None
 
-    published = await read_events(kafka_bootstrap, settings.topic(SCHEDULER_EVENTS), count=2)
+    published = await read_events(
+        kafka_bootstrap, settings.topic(SCHEDULER_EVENTS), count=2, timeout=60
+    )
     assert [e.event_type for e in published] == ["ScheduledEventCreated", "ScheduledEventCompleted"]
     assert published[1].payload["result"] == {"status_id": 7}
 
@@ -116,7 +121,9 @@ async def test_a_refused_add_service_fails_with_the_owners_reason(
     )
     assert created["parameters"] == {"service_id": 11, "quantity": 2, "price_override": "19.99"}
 
-    command = (await read_events(kafka_bootstrap, settings.topic(BILLING_COMMANDS), count=1))[0]
+    command = (
+        await read_events(kafka_bootstrap, settings.topic(BILLING_COMMANDS), count=1, timeout=60)
+    )[0]
     assert command.event_type == "AddAccountService"
     assert command.payload["quantity"] == 2
     assert command.payload["price_override"] == "19.99"
@@ -138,10 +145,12 @@ async def test_a_refused_add_service_fails_with_the_owners_reason(
         assert body["state"] == "failed", body
         return body
 
-    body = await eventually(failed)
+    body = await eventually(failed, timeout=60)
     assert body["failure_reason"] == reason
     assert body["failure_code"] == "conflict"
-    published = await read_events(kafka_bootstrap, settings.topic(SCHEDULER_EVENTS), count=2)
+    published = await read_events(
+        kafka_bootstrap, settings.topic(SCHEDULER_EVENTS), count=2, timeout=60
+    )
     assert published[-1].event_type == "ScheduledEventFailed"
     assert published[-1].payload["reason"] == reason
 
@@ -188,7 +197,7 @@ async def test_bad_input_is_refused_naming_the_problem_and_creates_nothing(servi
             {**base, "account_id": 104, "parameters": {"status_id": 2}}, 409, ["disconnected"]
         )
 
-    await eventually(disconnected)
+    await eventually(disconnected, timeout=60)
     listed = (await client.get("/scheduled-events")).json()
     assert listed["total"] == 0
 
@@ -267,7 +276,7 @@ async def test_only_pending_events_can_be_edited_or_cancelled(service, others, o
         body = (await client.get(f"/scheduled-events/{fired['id']}")).json()
         assert body["state"] == "completed", body
 
-    await eventually(completed)
+    await eventually(completed, timeout=60)
     for response in (
         await client.patch(f"/scheduled-events/{fired['id']}", json={"note": "too late"}),
         await client.post(f"/scheduled-events/{fired['id']}/cancel"),
@@ -296,7 +305,7 @@ async def test_adding_a_second_data_service_warns_unless_a_removal_comes_first(s
         assert created["warnings"], created
         return created
 
-    first = await eventually(warned)
+    first = await eventually(warned, timeout=60)
     assert "data service 'Service 10' (10)" in first["warnings"][0]
     await client.post(f"/scheduled-events/{first['id']}/cancel")
 
@@ -365,7 +374,7 @@ async def test_a_parents_disconnect_warns_of_children_left_connected(service, ot
         assert created["warnings"] and "121, 122" in created["warnings"][0], created
         return created
 
-    first = await eventually(warned)
+    first = await eventually(warned, timeout=60)
     assert "will not disconnect child account(s)" in first["warnings"][0]
 
     await schedule(client, account_id=121, action="disconnect", run_at=soon(3000))

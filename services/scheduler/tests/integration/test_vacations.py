@@ -46,7 +46,7 @@ async def account_on_fiber(client, others, account_id: int) -> None:
         await client.post(f"/scheduled-events/{probe.json()['id']}/cancel")
         assert "'Service 10' (10)" in " ".join(probe.json()["warnings"]), probe.json()
 
-    await eventually(replicated)
+    await eventually(replicated, timeout=60)
 
 
 async def test_a_vacation_swaps_status_and_data_service_on_leaving_and_back_on_returning(
@@ -96,7 +96,7 @@ async def test_a_vacation_swaps_status_and_data_service_on_leaving_and_back_on_r
         assert body["state"] == "completed", [e["state"] for e in body["events"]]
         return body
 
-    done = await eventually(completed)
+    done = await eventually(completed, timeout=60)
     assert all(e["outcome"]["command"] for e in done["events"])
     # Each owner gets its commands in order (one topic partition per account); the two
     # owners work independently of each other.

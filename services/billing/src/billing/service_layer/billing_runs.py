@@ -197,11 +197,8 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             .where(SERVICES.c.id.in_(billed_services))
             .values(billed_through=period.end)
         )
-    if debits:
-        await session.execute(insert(TRANSACTIONS), debits)
-
-    # Every uninvoiced debit of these accounts (the new ones and any earlier) is invoiced.
-    rows = (
+    # Debits already waiting (e.g. a service added mid-period) go on the invoice too.
+    earlier = (
         await session.execute(
             select(
                 TRANSACTIONS.c.id,
@@ -217,11 +214,14 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             .order_by(TRANSACTIONS.c.id)
         )
     ).all()
-    by_account: dict[int, list[tuple[int, Decimal]]] = defaultdict(list)
-    for debit_id, account_id, amount, tax in rows:
-        by_account[account_id].append((debit_id, amount + tax))
+    amounts: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for _, account_id, amount, tax in earlier:
+        amounts[account_id] += amount + tax
+    for debit in debits:
+        amounts[debit["account_id"]] += debit["amount"] + debit["tax"]  # type: ignore[index,operator]
+    by_account: dict[int, list[int]] = defaultdict(list)
 
-    invoiced = [a for a in todo if a.id in by_account]
+    invoiced = [a for a in todo if a.id in amounts]
     parent_ids = {a.parent_id for a in invoiced if a.parent_id is not None}
     known_parents = (
         set(
@@ -233,7 +233,7 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
         else set()
     )
     payer = {a.id: a.parent_id if a.parent_id in known_parents else a.id for a in invoiced}
-    totals = {a.id: sum((t for _, t in by_account[a.id]), ZERO) for a in invoiced}
+    totals = {a.id: amounts[a.id] for a in invoiced}
     issued_at = now()
     due_date = period.start + timedelta(days=run.due_days)
     invoice_ids: dict[int, int] = {}
@@ -286,7 +286,7 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
         for a in invoiced
     }
     if invoiced:
-        # Set-based: one statement numbers the batch's invoices, one files its debits.
+        # Set-based: one statement numbers the batch's invoices.
         batch_invoices = INVOICES.c.id.in_([invoice_ids[a.id] for a in invoiced])
         await session.execute(
             update(INVOICES).where(batch_invoices).values(number=_number_sql(uow))
@@ -303,15 +303,27 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
                 .values(parent_invoice_id=bindparam("b_parent")),
                 children,
             )
+    # The new debits are written already filed on their invoice; earlier ones are filed.
+    for debit in debits:
+        debit["invoice_id"] = invoice_ids[debit["account_id"]]  # type: ignore[index]
+    for debit_id, account_id, _, _ in earlier:
+        by_account[account_id].append(debit_id)
+    if earlier:
         await session.execute(
             update(TRANSACTIONS)
-            .where(
-                TRANSACTIONS.c.id.in_([d for lines in by_account.values() for d, _ in lines]),
-                batch_invoices,  # by primary key, not a scan of every invoice
-                INVOICES.c.account_id == TRANSACTIONS.c.account_id,
-            )
-            .values(invoice_id=INVOICES.c.id)
+            .where(TRANSACTIONS.c.id == bindparam("b_id"))
+            .values(invoice_id=bindparam("b_invoice")),
+            [{"b_id": d, "b_invoice": invoice_ids[a]} for d, a, _, _ in earlier],
         )
+    if debits:
+        inserted = await session.execute(
+            insert(TRANSACTIONS).returning(
+                TRANSACTIONS.c.id, TRANSACTIONS.c.account_id, sort_by_parameter_order=True
+            ),
+            debits,
+        )
+        for debit_id, account_id in inserted.all():
+            by_account[account_id].append(debit_id)
     await session.execute(
         insert(BILLED),
         [
@@ -364,7 +376,7 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
                     due_date=due_date,
                     period_start=period.start,
                     period_end=period.end,
-                    debit_ids=[debit_id for debit_id, _ in by_account[a.id]],
+                    debit_ids=by_account[a.id],
                     bill_to_account_id=payer[a.id],
                     parent_invoice_id=links[a.id],
                 ),

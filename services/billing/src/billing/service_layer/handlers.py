@@ -1055,6 +1055,13 @@ async def link_invoice(
             raise Conflict(
                 f"account {child.id} is not a child of account {parent_invoice.account_id}"
             )
+        ledger.refuse_if_locked(child_invoice, "relink it")
+        if await ledger.paid_on(uow, child_invoice.id) > 0:
+            # Its payer's credits pay it: moving it to another payer would strand them.
+            raise Conflict(
+                f"invoice {child_invoice.number} already has credits applied: it can only be "
+                "relinked while nothing is paid on it"
+            )
         if link:
             child_invoice.parent_invoice_id = parent_invoice.id
             child_invoice.bill_to_account_id = parent_invoice.account_id

@@ -552,7 +552,9 @@ async def create_radius_account(
         if replica.disconnected_at is not None:
             raise Conflict(f"account {account_id} is disconnected")
         if await uow.session.scalar(
-            select(RadiusAccount.id).where(RadiusAccount.username == username)
+            select(RadiusAccount.id).where(
+                RadiusAccount.username == username, RadiusAccount.deleted_at.is_(None)
+            )
         ):
             raise Conflict(f"RADIUS username {username!r} is already taken")
         radius_account = RadiusAccount(
@@ -582,9 +584,6 @@ async def delete_radius_account(uow: UnitOfWork, radius_account_id: int) -> Radi
             await _end(uow, assignment, now, reason="removed")
         await sync_radius_user(uow, radius_account)  # deleted: its rows go
         await reconcile_lists(uow, radius_account.account_id, now)
-        # The username may be taken again later; the deleted row keeps it only as history.
-        radius_account.username = f"{radius_account.username}#deleted-{radius_account.id}"
-        await uow.session.flush()
         return radius_account
 
 

@@ -347,8 +347,10 @@ async def plan_vacation(
     now = now or _now()
     async with uow:
         account = await _schedulable_account(uow, command.account_id)
-        leave_at, warnings = rules.resolve_run_at(command.leave_at, command.time_zone)
-        return_at, more = rules.resolve_run_at(command.return_at, command.time_zone)
+        leave_at, leave_reading = rules.resolve_run_at(command.leave_at, command.time_zone)
+        return_at, return_reading = rules.resolve_run_at(command.return_at, command.time_zone)
+        # How the dates were read is said once, on the vacation's first event.
+        reading = leave_reading + return_reading
         normal_status_id = command.normal_status_id or account.status_id
         normal_service_id = command.normal_service_id or await _current_data_service(
             uow, command.account_id
@@ -390,7 +392,7 @@ async def plan_vacation(
                 time_zone=command.time_zone,
                 state=State.PENDING.value,
                 note=command.note,
-                warnings=[*warnings, *more]
+                warnings=reading
                 + await _foresee(
                     uow,
                     command.account_id,
@@ -405,7 +407,7 @@ async def plan_vacation(
                 updated_at=now,
                 outcome={},
             )
-            warnings = more = []
+            reading = []
             uow.session.add(row)
             await uow.session.flush()
             await uow.emit(_created(row), subject=row.account_id)

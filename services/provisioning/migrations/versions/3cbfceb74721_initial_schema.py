@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 085a7ff4ad8e
+Revision ID: 3cbfceb74721
 Revises:
-Create Date: 2026-11-22 09:08:38.566722
+Create Date: 2026-11-22 09:19:15.332789
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "085a7ff4ad8e"
+revision: str = "3cbfceb74721"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -139,11 +139,17 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("username"),
     )
     with op.batch_alter_table("radius_accounts", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_radius_accounts_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            "uq_radius_accounts_current_username",
+            ["username"],
+            unique=True,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
         )
 
     op.create_table(
@@ -424,6 +430,11 @@ def downgrade() -> None:
     op.drop_table("radreply")
     op.drop_table("radius_groups")
     with op.batch_alter_table("radius_accounts", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_radius_accounts_current_username",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
         batch_op.drop_index(batch_op.f("ix_radius_accounts_account_id"))
 
     op.drop_table("radius_accounts")
