@@ -19,7 +19,7 @@ SEL = 'service=~"$service"'
 RATE = "$__rate_interval"
 
 # Metrics a panel shows before the code exports them (the panel stays empty until then).
-PLANNED_METRICS = {"backhaul_scheduler_firing_lag_seconds"}
+PLANNED_METRICS: set[str] = set()
 
 Panel = dict[str, Any]
 
@@ -286,9 +286,11 @@ PANELS: list[Panel] = [
     ),
     timeseries(
         "Scheduler firing lag",
-        "How late scheduled events fire after their due time (empty until the scheduler "
-        "exports backhaul_scheduler_firing_lag_seconds).",
-        [("max(backhaul_scheduler_firing_lag_seconds)", "firing lag")],
+        "How late scheduled events fire after their due time.",
+        [
+            (quantile(0.5, "backhaul_scheduler_firing_lag_seconds", "service"), "p50"),
+            (quantile(0.99, "backhaul_scheduler_firing_lag_seconds", "service"), "p99"),
+        ],
         unit="s",
         width=24,
     ),

@@ -266,3 +266,45 @@ async def test_scheduled_disconnect_fires_once_and_completes(stack):
         assert after["disconnected_at"] is not None
         disconnections = _ok(await http.get(f"{accounts}/accounts/{account['id']}/disconnections"))
         assert len(disconnections) == 1  # fired exactly once
+
+
+async def test_a_parents_disconnect_completes_and_leaves_its_children_untouched(stack):
+    accounts, billing = stack.url("accounts"), stack.url("billing")
+    async with httpx.AsyncClient(timeout=10, headers=AUTH) as http:
+        parent = await _create_account(
+            http, accounts, "Parent Co", "parent@example.com", {**ADDRESS, "line1": "1 Parent St"}
+        )
+        children = []
+        for n in (1, 2):
+            child = _ok(
+                await http.post(
+                    f"{accounts}/accounts",
+                    json={
+                        "name": f"Child {n}",
+                        "status_id": 2,
+                        "parent_account_id": parent["id"],
+                        "serviceable_address": {**ADDRESS, "line1": f"{n} Child Lane"},
+                        "primary_contact": {"name": f"Child {n}", "email": f"child{n}@example.com"},
+                    },
+                ),
+                201,
+            )
+            children.append(child)
+        listed = _ok(await http.get(f"{accounts}/accounts/{parent['id']}/children"))
+        assert sorted(c["id"] for c in listed) == sorted(c["id"] for c in children)
+
+        _ok(await http.post(f"{accounts}/accounts/{parent['id']}/disconnect", json={}), 201)
+
+        async def complete() -> None:
+            progress = _ok(await http.get(f"{accounts}/accounts/{parent['id']}/disconnections"))
+            assert progress[0]["progress"] == "complete", progress[0]["steps"]
+
+        await eventually(complete, timeout=60)
+        for child in children:
+            after = _ok(await http.get(f"{accounts}/accounts/{child['id']}"))
+            assert after["status"]["name"] == "Active"
+            assert after["disconnected_at"] is None
+            assert after["serviceable_address"] is not None
+            assert _ok(await http.get(f"{accounts}/accounts/{child['id']}/disconnections")) == []
+            invoices = _ok(await http.get(f"{billing}/accounts/{child['id']}/invoices"))
+            assert [i for i in invoices if i["final"]] == []

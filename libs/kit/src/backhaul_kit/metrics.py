@@ -57,6 +57,12 @@ OUTBOX_BACKLOG = Gauge("backhaul_outbox_backlog", "Committed events not yet publ
 OUTBOX_OLDEST_AGE = Gauge(
     "backhaul_outbox_oldest_age_seconds", "Age of the oldest unpublished event", ["service"]
 )
+SCHEDULER_FIRING_LAG = Histogram(
+    "backhaul_scheduler_firing_lag_seconds",
+    "Time from a scheduled event's run time to its command being staged",
+    ["service"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 CONSUMER_LAG = Gauge(
     "backhaul_consumer_lag",
     "Messages behind the end of each partition",

@@ -169,7 +169,11 @@ class ServiceRuntime:
         if self.consumer.topics:
             self._tasks.append(
                 asyncio.create_task(
-                    watch_consumer_lag(settings, self.consumer.topics, settings.consumer_group),
+                    watch_consumer_lag(
+                        settings,
+                        self.consumer.topics,
+                        f"{settings.kafka_topic_prefix}{settings.consumer_group}",
+                    ),
                     name="lag-watch",
                 )
             )

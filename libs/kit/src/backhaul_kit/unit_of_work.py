@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -86,3 +87,17 @@ class UnitOfWork:
         )
         self.emitted.append(envelope)
         return envelope
+
+    async def emit_many(
+        self,
+        events: Sequence[tuple[Event, str | int]],
+        *,
+        topic: str | None = None,
+        event_ids: Sequence[UUID] | None = None,
+    ) -> list[Envelope]:
+        """Stage many `(event, subject)` pairs with one statement (bulk firing, replays)."""
+        envelopes = await self.outbox.add_many(
+            self.session, events, topic=topic, event_ids=event_ids
+        )
+        self.emitted.extend(envelopes)
+        return envelopes

@@ -123,7 +123,9 @@ class EventConsumer:
 
         @broker.subscriber(
             *[f"{self.topic_prefix}{topic}" for topic in self.topics],
-            group_id=self.group,
+            # Runs that share a broker under different topic prefixes (tests, benchmarks) must
+            # not share a consumer group, or they rebalance one another all the time.
+            group_id=f"{self.topic_prefix}{self.group}",
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=raw_body,

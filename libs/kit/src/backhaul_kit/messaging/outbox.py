@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -38,30 +39,64 @@ class Outbox:
         causation_id: UUID | None = None,
     ) -> Envelope:
         """Stage `event` for publication when `session` commits; returns its envelope."""
-        flow = current_flow()
-        envelope = Envelope.wrap(
-            event,
-            producer=self.producer,
-            subject=subject,
-            correlation_id=correlation_id or flow.correlation_id,
-            causation_id=causation_id or flow.causation_id,
+        (envelope,) = await self.add_many(
+            session,
+            [(event, subject)],
+            topic=topic,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
         )
-        target = topic or event.topic
-        if not target:
-            raise ValueError(f"{event.event_type} has no topic of its own: pass topic=")
-        await session.execute(
-            insert(outbox_messages).values(
-                event_id=envelope.event_id,
-                event_type=envelope.event_type,
-                topic=f"{self.topic_prefix}{target}",
-                key=envelope.subject,
-                value=envelope.to_bytes(),
-                headers=current_trace_headers(),
-                created_at=datetime.now(UTC),
-            )
-        )
-        session.info.setdefault("outbox", self)
         return envelope
+
+    async def add_many(
+        self,
+        session: AsyncSession,
+        events: Sequence[tuple[Event, str | int]],
+        *,
+        topic: str | None = None,
+        correlation_id: UUID | None = None,
+        causation_id: UUID | None = None,
+        event_ids: Sequence[UUID] | None = None,
+    ) -> list[Envelope]:
+        """Stage `(event, subject)` pairs, in order, with one statement.
+
+        `event_ids`, when given, become the envelopes' ids: the outbox's unique event id then
+        refuses a second event with the same id, which callers can use as a guard.
+        """
+        if not events:
+            return []
+        flow = current_flow()
+        headers = current_trace_headers()
+        now = datetime.now(UTC)
+        rows = []
+        envelopes = []
+        for i, (event, subject) in enumerate(events):
+            target = topic or event.topic
+            if not target:
+                raise ValueError(f"{event.event_type} has no topic of its own: pass topic=")
+            envelope = Envelope.wrap(
+                event,
+                producer=self.producer,
+                subject=subject,
+                correlation_id=correlation_id or flow.correlation_id,
+                causation_id=causation_id or flow.causation_id,
+                event_id=event_ids[i] if event_ids is not None else None,
+            )
+            envelopes.append(envelope)
+            rows.append(
+                {
+                    "event_id": envelope.event_id,
+                    "event_type": envelope.event_type,
+                    "topic": f"{self.topic_prefix}{target}",
+                    "key": envelope.subject,
+                    "value": envelope.to_bytes(),
+                    "headers": headers,
+                    "created_at": now,
+                }
+            )
+        await session.execute(insert(outbox_messages), rows)
+        session.info.setdefault("outbox", self)
+        return envelopes
 
     def notify(self) -> None:
         """Tell the relay there is something to publish."""

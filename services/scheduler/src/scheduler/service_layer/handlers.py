@@ -21,8 +21,8 @@ from backhaul_contracts.events import billing as billing_events
 from backhaul_contracts.events import scheduler as events
 from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded
 from backhaul_kit.errors import Conflict, DomainError, InvalidInput, NotFound
+from backhaul_kit.metrics import SCHEDULER_FIRING_LAG
 from backhaul_kit.unit_of_work import UnitOfWork
-from scheduler.adapters.outbox import emit_many
 from scheduler.adapters.tables import (
     KnownAccount,
     KnownAccountService,
@@ -653,8 +653,11 @@ async def fire_due(uow: UnitOfWork, *, batch_size: int, now: datetime | None = N
         if not commands:
             return len(claimed)
         firing = [r for r, _ in commands]
-        await emit_many(
-            uow,
+        for r in firing:
+            SCHEDULER_FIRING_LAG.labels("scheduler").observe(
+                max((now - r.run_at).total_seconds(), 0.0)
+            )
+        await uow.emit_many(
             [(command, r.account_id) for r, command in commands],
             event_ids=[r.id for r in firing],
         )
