@@ -77,6 +77,8 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         lines += [
             f"| bus ceiling (aiokafka, no work) | {bus['disconnects_per_s']}/s; we are "
             f"{ceilings['fraction_of_bus']:.1%} | |",
+            f"| bus ceiling, offset committed after each message (as our consumers) | "
+            f"{ceilings['bus_commit_each_message']['disconnects_per_s']}/s | |",
             f"| monolith ceiling (one transaction) | {mono['disconnects_per_s']}/s; we are "
             f"{ceilings['fraction_of_monolith']:.1%} | >= 50%: "
             f"{_mark(ceilings['fraction_of_monolith'] >= TARGETS['fraction_of_monolith'])} |",
@@ -100,21 +102,38 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         "|---|---|---|---|",
     ]
     cpu = footprint["cpu_seconds_per_1000_disconnects"]
-    for name in (*SERVICES, "kafka", "postgresql"):
+    for name in (*SERVICES, "kafka", "postgresql", "bench (load generator)"):
         if name in footprint["rss_mb_idle"]:
+            label = "postgresql (all processes, PSS)" if name == "postgresql" else name
             lines.append(
-                f"| {name} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
+                f"| {label} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
                 f"{cpu.get(name, '')} |"
             )
-    profile = storm.get("profile") or {}
-    if profile.get("self_time"):
+    profiles = storm.get("profile") or []
+    if isinstance(profiles, dict):
+        profiles = [profiles]
+    for profile in profiles:
+        if not profile.get("self_time"):
+            continue
+        busy = profile["busy_samples"]
+        off = profile["waiting_samples"] + profile["gil_wait_samples"]
         lines += [
             "",
-            f"py-spy, {profile['service']} for {profile['seconds']:.0f} s "
-            f"({profile['busy_samples']} busy samples); inclusive share by library:",
-            "",
+            f"py-spy (--native) on {profile['service']} for {profile['seconds']:.0f} s of the "
+            f"storm: {busy} busy thread samples, {off} waiting (of which "
+            f"{profile['gil_wait_samples']} for the GIL, "
+            f"{profile['sqlite_lock_wait_samples']} for SQLite's write lock). Busy time by task: "
+            + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["by_task"][:5])
+            + ". By library (inclusive): "
+            + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["inclusive_by_library"][:8])
+            + ". Deepest Python frame: "
+            + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["self_time"][:5])
+            + ".",
         ]
-        lines += [f"- {b['what']}: {b['percent']}%" for b in profile["inclusive_by_library"][:8]]
+        if profile.get("in_the_sqlite_thread"):
+            lines[-1] += " In the aiosqlite thread (call ... native leaf): " + ", ".join(
+                f"{b['what']} {b['percent']}%" for b in profile["in_the_sqlite_thread"][:4]
+            )
     if plot_name:
         lines += ["", f"![fan-out]({plot_name})"]
     return "\n".join(lines) + "\n"
