@@ -34,7 +34,10 @@ OURS = re.compile(
 )
 # With --native the stack shows why a thread is off the CPU.
 GIL_WAIT = re.compile(r"\btake_gil\b")
-SQLITE_LOCK_WAIT = re.compile(r"sqliteDefaultBusyCallback|unixSleep")
+# SQLite's busy handler sleeping until the write lock frees (its own symbols are static, so
+# the stack reads "_pysqlite_query_execute ... clock_nanosleep").
+SQLITE_CALL = re.compile(r"pysqlite|sqlite3_")
+SLEEPING = re.compile(r"nanosleep|usleep|sqliteDefaultBusyCallback|unixSleep")
 WAITING = re.compile(
     r"_queue_SimpleQueue_get|select_epoll_poll|EpollSelector\.select|Condition\.wait"
     r"|Event\.wait|lock_PyThread_acquire_lock|Thread\._wait_for_tstate_lock|time_sleep"
@@ -122,7 +125,7 @@ def summarise(raw: str, top: int = 15) -> dict[str, Any]:
         if any(GIL_WAIT.search(f) for f in frames):
             gil += count
             continue
-        if any(SQLITE_LOCK_WAIT.search(f) for f in frames):
+        if SLEEPING.search(frames[-1]) and any(SQLITE_CALL.search(f) for f in frames):
             sqlite_lock += count
             continue
         if any(WAITING.search(f) for f in frames):

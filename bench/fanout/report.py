@@ -116,13 +116,13 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         if not profile.get("self_time"):
             continue
         busy = profile["busy_samples"]
-        off = profile["waiting_samples"] + profile["gil_wait_samples"]
+        lock = profile["sqlite_lock_wait_samples"]
         lines += [
             "",
             f"py-spy (--native) on {profile['service']} for {profile['seconds']:.0f} s of the "
-            f"storm: {busy} busy thread samples, {off} waiting (of which "
-            f"{profile['gil_wait_samples']} for the GIL, "
-            f"{profile['sqlite_lock_wait_samples']} for SQLite's write lock). Busy time by task: "
+            f"storm: {busy} busy thread samples; {lock} samples of a thread asleep in SQLite's "
+            f"busy handler waiting for the write lock; {profile['gil_wait_samples']} waiting "
+            f"for the GIL; {profile['waiting_samples']} idle. Busy time by task: "
             + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["by_task"][:5])
             + ". By library (inclusive): "
             + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["inclusive_by_library"][:8])
