@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         paced = args.latency_accounts or latency_default
         run_args = argparse.Namespace(**{**vars(args), "latency_accounts": paced})
         started = time.monotonic()
+        code = report.code_version()
         result = run_database(database, run_args)
         stamp = datetime.now(UTC)
         document = {
@@ -408,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_accounts": paced,
             "wall_seconds": round(time.monotonic() - started, 1),
             "machine": report.machine(),
+            "code": code,
             **result,
         }
         name = f"{stamp:%Y-%m-%d}-{args.name}-{database}-{args.accounts}"

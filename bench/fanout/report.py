@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,27 @@ TARGETS = {
     "rss_mb": 150,  # each service
 }
 SERVICES = ("accounts", "billing", "scheduler", "provisioning", "notifications")
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the services or the kit had uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(  # noqa: S603 - fixed command
+                ["git", *args],  # noqa: S607 - git from PATH
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "libs", "services").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_in_libs_and_services": dirty[:20]}
 
 
 def machine() -> dict[str, Any]:
@@ -57,11 +79,13 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
     ceilings = doc.get("ceilings", {})
     footprint = doc["footprint"]
     rate = storm["sustained_complete_per_s"]
+    code = doc.get("code", {})
     lines = [
         f"# Fan-out benchmark: {doc['database']}, N = {doc['accounts']:,} ({doc['date']})",
         "",
         f"Machine: {doc['machine']['cpus']} CPUs, {doc['machine']['memory_mb']} MB, "
-        f"Python {doc['machine']['python']}.",
+        f"Python {doc['machine']['python']}; commit {code.get('commit', '?')[:10]}"
+        f"{' (with uncommitted changes)' if code.get('uncommitted_in_libs_and_services') else ''}.",
         "",
         "| measure | result | target |",
         "|---|---|---|",
