@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ from bench.fanout.system import Footprint, System
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MB = 1024 * 1024
+BENCH = "bench (load generator)"
 
 
 def say(message: str) -> None:
@@ -97,7 +99,10 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
     bootstrap, prefix = stack.bootstrap_servers, stack.topic_prefix
     storm_ids = list(range(1, args.accounts + 1))
     paced_ids = list(range(args.accounts + 1, args.accounts + args.latency_accounts + 1))
-    footprint = Footprint(system.pids())
+    footprint = Footprint(
+        {**system.pids(), BENCH: os.getpid()},
+        alone={BENCH},  # the stack is its child
+    )
     sampler = asyncio.create_task(_sampler(footprint))
     result: dict[str, Any] = {}
     try:
@@ -285,23 +290,29 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _profile(system: System, footprint: Footprint, args: argparse.Namespace) -> Any:
-    """After a few seconds of storm, py-spy on the service that burnt the most CPU so far."""
-    if args.profile_seconds <= 0:
-        return None
+    """A few seconds into the storm, py-spy on the services that burnt the most CPU so far,
+    one after the other (the hottest first), each for a short window."""
+    if args.profile_seconds <= 0 or args.profile_services <= 0:
+        return []
     await asyncio.sleep(args.profile_delay)
     now = footprint.mark("profile_pick")
     start = footprint.marks["storm_start"][1]
-    services = {k: now[k] - start.get(k, 0.0) for k in SERVICE_GROUPS}
-    hottest = max(services, key=lambda k: services[k])
-    pid = system.pids()[hottest]
-    say(f"  profiling {hottest} (pid {pid}) for {args.profile_seconds:.0f} s with py-spy")
-    summary = await record(pid, args.profile_seconds)
-    return {
-        "service": hottest,
-        "seconds": args.profile_seconds,
-        "cpu_seconds_so_far": {k: round(v, 2) for k, v in services.items()},
-        **summary,
-    }
+    services = {k: round(now[k] - start.get(k, 0.0), 2) for k in SERVICE_GROUPS}
+    ranked = sorted(services, key=lambda k: services[k], reverse=True)
+    profiles = []
+    for name in ranked[: args.profile_services]:
+        pid = system.pids()[name]
+        say(f"  profiling {name} (pid {pid}) for {args.profile_seconds:.0f} s with py-spy")
+        summary = await record(pid, args.profile_seconds)
+        profiles.append(
+            {
+                "service": name,
+                "seconds": args.profile_seconds,
+                "cpu_seconds_before_profile": services,
+                **summary,
+            }
+        )
+    return profiles
 
 
 def run_database(database: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -320,6 +331,8 @@ def run_database(database: str, args: argparse.Namespace) -> dict[str, Any]:
         bus["subscriptions"] = plan.subscriptions
         bus["average_bytes"] = plan.average_bytes
         say(f"bus ceiling: {bus['disconnects_per_s']} disconnects/s")
+        bus_commit_each = bus_ceiling(system.stack.bootstrap_servers, plan, commit_each=True)
+        say(f"bus ceiling, commit per message: {bus_commit_each['disconnects_per_s']}/s")
         say(f"monolith ceiling: {args.accounts} disconnects")
         monolith = json.loads(
             subprocess.run(  # noqa: S603 - our interpreter, our module
@@ -344,6 +357,7 @@ def run_database(database: str, args: argparse.Namespace) -> dict[str, Any]:
         ours = result["disconnect_storm"]["sustained_complete_per_s"]
         result["ceilings"] = {
             "bus": bus,
+            "bus_commit_each_message": bus_commit_each,
             "monolith": monolith,
             "fraction_of_bus": round(ours / bus["disconnects_per_s"], 3),
             "fraction_of_monolith": round(ours / monolith["disconnects_per_s"], 3),
@@ -367,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
-    parser.add_argument("--profile-delay", type=float, default=3.0)
+    parser.add_argument("--profile-delay", type=float, default=15.0)
+    parser.add_argument("--profile-services", type=int, default=2, help="the hottest k")
     parser.add_argument("--log-level", default="INFO", help="the services' LOG_LEVEL")
     parser.add_argument("--name", default="fanout")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -383,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         paced = args.latency_accounts or latency_default
         run_args = argparse.Namespace(**{**vars(args), "latency_accounts": paced})
         started = time.monotonic()
+        code = report.code_version()
         result = run_database(database, run_args)
         stamp = datetime.now(UTC)
         document = {
@@ -393,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_accounts": paced,
             "wall_seconds": round(time.monotonic() - started, 1),
             "machine": report.machine(),
+            "code": code,
             **result,
         }
         name = f"{stamp:%Y-%m-%d}-{args.name}-{database}-{args.accounts}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,27 @@ TARGETS = {
     "rss_mb": 150,  # each service
 }
 SERVICES = ("accounts", "billing", "scheduler", "provisioning", "notifications")
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the services or the kit had uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(  # noqa: S603 - fixed command
+                ["git", *args],  # noqa: S607 - git from PATH
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "libs", "services").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_in_libs_and_services": dirty[:20]}
 
 
 def machine() -> dict[str, Any]:
@@ -57,11 +79,13 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
     ceilings = doc.get("ceilings", {})
     footprint = doc["footprint"]
     rate = storm["sustained_complete_per_s"]
+    code = doc.get("code", {})
     lines = [
         f"# Fan-out benchmark: {doc['database']}, N = {doc['accounts']:,} ({doc['date']})",
         "",
         f"Machine: {doc['machine']['cpus']} CPUs, {doc['machine']['memory_mb']} MB, "
-        f"Python {doc['machine']['python']}.",
+        f"Python {doc['machine']['python']}; commit {code.get('commit', '?')[:10]}"
+        f"{' (with uncommitted changes)' if code.get('uncommitted_in_libs_and_services') else ''}.",
         "",
         "| measure | result | target |",
         "|---|---|---|",
@@ -77,6 +101,8 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         lines += [
             f"| bus ceiling (aiokafka, no work) | {bus['disconnects_per_s']}/s; we are "
             f"{ceilings['fraction_of_bus']:.1%} | |",
+            f"| bus ceiling, offset committed after each message (as our consumers) | "
+            f"{ceilings['bus_commit_each_message']['disconnects_per_s']}/s | |",
             f"| monolith ceiling (one transaction) | {mono['disconnects_per_s']}/s; we are "
             f"{ceilings['fraction_of_monolith']:.1%} | >= 50%: "
             f"{_mark(ceilings['fraction_of_monolith'] >= TARGETS['fraction_of_monolith'])} |",
@@ -100,21 +126,38 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         "|---|---|---|---|",
     ]
     cpu = footprint["cpu_seconds_per_1000_disconnects"]
-    for name in (*SERVICES, "kafka", "postgresql"):
+    for name in (*SERVICES, "kafka", "postgresql", "bench (load generator)"):
         if name in footprint["rss_mb_idle"]:
+            label = "postgresql (all processes, PSS)" if name == "postgresql" else name
             lines.append(
-                f"| {name} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
+                f"| {label} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
                 f"{cpu.get(name, '')} |"
             )
-    profile = storm.get("profile") or {}
-    if profile.get("self_time"):
+    profiles = storm.get("profile") or []
+    if isinstance(profiles, dict):
+        profiles = [profiles]
+    for profile in profiles:
+        if not profile.get("self_time"):
+            continue
+        busy = profile["busy_samples"]
+        lock = profile["sqlite_lock_wait_samples"]
         lines += [
             "",
-            f"py-spy, {profile['service']} for {profile['seconds']:.0f} s "
-            f"({profile['busy_samples']} busy samples); inclusive share by library:",
-            "",
+            f"py-spy (--native) on {profile['service']} for {profile['seconds']:.0f} s of the "
+            f"storm: {busy} busy thread samples; {lock} samples of a thread asleep in SQLite's "
+            f"busy handler waiting for the write lock; {profile['gil_wait_samples']} waiting "
+            f"for the GIL; {profile['waiting_samples']} idle. Busy time by task: "
+            + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["by_task"][:5])
+            + ". By library (inclusive): "
+            + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["inclusive_by_library"][:8])
+            + ". Deepest Python frame: "
+            + ", ".join(f"{b['what']} {b['percent']}%" for b in profile["self_time"][:5])
+            + ".",
         ]
-        lines += [f"- {b['what']}: {b['percent']}%" for b in profile["inclusive_by_library"][:8]]
+        if profile.get("in_the_sqlite_thread"):
+            lines[-1] += " In the aiosqlite thread (call ... native leaf): " + ", ".join(
+                f"{b['what']} {b['percent']}%" for b in profile["in_the_sqlite_thread"][:4]
+            )
     if plot_name:
         lines += ["", f"![fan-out]({plot_name})"]
     return "\n".join(lines) + "\n"

@@ -160,20 +160,43 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def pss_bytes(pids: list[int]) -> int:
+    """Proportional set size: shared pages (PostgreSQL's shared buffers) split between the
+    processes that map them, so a cluster of backends is not counted once per backend."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
 @dataclass
 class Footprint:
     """Samples each component's RSS and CPU; phases are named windows between marks."""
 
     roots: dict[str, int]
+    alone: set[str] = field(default_factory=set)  # the process itself, not its children
+    proportional: set[str] = field(default_factory=lambda: {"postgresql"})
     samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     marks: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
 
     def _trees(self) -> dict[str, list[int]]:
         tree = _children()
-        return {name: process_tree(pid, tree) for name, pid in self.roots.items()}
+        return {
+            name: [pid] if name in self.alone else process_tree(pid, tree)
+            for name, pid in self.roots.items()
+        }
 
     def sample(self) -> dict[str, int]:
-        rss = {name: rss_bytes(pids) for name, pids in self._trees().items()}
+        rss = {
+            name: (pss_bytes if name in self.proportional else rss_bytes)(pids)
+            for name, pids in self._trees().items()
+        }
         self.samples.append((time.time(), rss))
         return rss
 

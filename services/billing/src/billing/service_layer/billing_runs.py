@@ -238,10 +238,9 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
     due_date = period.start + timedelta(days=run.due_days)
     invoice_ids: dict[int, int] = {}
     if invoiced:
-        returned = await session.execute(
-            insert(INVOICES).returning(
-                INVOICES.c.id, INVOICES.c.account_id, sort_by_parameter_order=True
-            ),
+        # No RETURNING: on SQLite, ordered RETURNING would insert one row per statement.
+        await session.execute(
+            insert(INVOICES),
             [
                 {
                     "account_id": a.id,
@@ -265,7 +264,13 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
                 for a in invoiced
             ],
         )
-        invoice_ids = {account_id: invoice_id for invoice_id, account_id in returned.all()}
+        created = await session.execute(
+            select(INVOICES.c.id, INVOICES.c.account_id).where(
+                INVOICES.c.account_id.in_([a.id for a in invoiced]),
+                INVOICES.c.billing_run_id == run.run_id,
+            )
+        )
+        invoice_ids = {account_id: invoice_id for invoice_id, account_id in created.all()}
 
     # A child's invoice is linked to its parent's invoice of the same period.
     parents_elsewhere = [p for p in known_parents if p not in invoice_ids]
@@ -316,13 +321,17 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             [{"b_id": d, "b_invoice": invoice_ids[a]} for d, a, _, _ in earlier],
         )
     if debits:
-        inserted = await session.execute(
-            insert(TRANSACTIONS).returning(
-                TRANSACTIONS.c.id, TRANSACTIONS.c.account_id, sort_by_parameter_order=True
-            ),
-            debits,
+        await session.execute(insert(TRANSACTIONS), debits)
+        filed = await session.execute(
+            select(TRANSACTIONS.c.id, TRANSACTIONS.c.account_id)
+            .where(
+                TRANSACTIONS.c.invoice_id.in_(list(invoice_ids.values())),
+                TRANSACTIONS.c.type == TransactionType.DEBIT.value,
+            )
+            .order_by(TRANSACTIONS.c.id)
         )
-        for debit_id, account_id in inserted.all():
+        by_account.clear()  # the earlier ones are among what is filed now
+        for debit_id, account_id in filed.all():
             by_account[account_id].append(debit_id)
     await session.execute(
         insert(BILLED),
