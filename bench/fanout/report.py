@@ -122,8 +122,9 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         f"| largest service RSS under the storm | {worst} MB | < 150 MB: "
         f"{_mark(worst < TARGETS['rss_mb'])} |",
         "",
-        "| service | RSS idle (MB) | RSS peak, disconnect storm (MB) | CPU s / 1,000 disconnects |",
-        "|---|---|---|---|",
+        "| process | RSS idle (MB) | RSS peak, disconnect storm (MB) | CPU idle (% of a core) "
+        "| CPU s / 1,000 disconnects |",
+        "|---|---|---|---|---|",
     ]
     cpu = footprint["cpu_seconds_per_1000_disconnects"]
     for name in (*SERVICES, "kafka", "postgresql", "bench (load generator)"):
@@ -131,7 +132,7 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
             label = "postgresql (all processes, PSS)" if name == "postgresql" else name
             lines.append(
                 f"| {label} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
-                f"{cpu.get(name, '')} |"
+                f"{footprint.get('cpu_percent_idle', {}).get(name, '')} | {cpu.get(name, '')} |"
             )
     profiles = storm.get("profile") or []
     if isinstance(profiles, dict):
@@ -201,3 +202,20 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+def main() -> None:
+    """`python -m bench.fanout.report RESULT.json`: redraw the plot and the summary."""
+    import sys
+
+    for name in sys.argv[1:]:
+        path = Path(name)
+        document = json.loads(path.read_text())
+        plot(document, path.with_suffix(".png"))
+        path.with_suffix(".md").write_text(
+            markdown(document, plot_name=path.with_suffix(".png").name)
+        )
+
+
+if __name__ == "__main__":
+    main()
