@@ -99,6 +99,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
     bootstrap, prefix = stack.bootstrap_servers, stack.topic_prefix
     storm_ids = list(range(1, args.accounts + 1))
     paced_ids = list(range(args.accounts + 1, args.accounts + args.latency_accounts + 1))
+    quiet_timeout = 300 + 0.5 * (len(storm_ids) + len(paced_ids))
     footprint = Footprint(
         {**system.pids(), BENCH: os.getpid()},
         alone={BENCH},  # the stack is its child
@@ -111,7 +112,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
         started = time.monotonic()
         fixture = await prepare(urls, len(storm_ids) + len(paced_ids))
         await create_accounts(urls, fixture, storm_ids + paced_ids, args.concurrency, say)
-        settle = await wait_quiet(bootstrap, prefix, say)
+        settle = await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
         setup_seconds = time.monotonic() - started
         result["setup"] = {
             "accounts": len(storm_ids) + len(paced_ids),
@@ -144,7 +145,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             f"{status['all_visible_seconds']} s; latency p50 {lat.get('p50')} "
             f"p99 {lat.get('p99')} ms"
         )
-        await wait_quiet(bootstrap, prefix, say)
+        await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
 
         # 3. disconnect storm ------------------------------------------------------------
         listener = Listener(bootstrap, prefix)
@@ -173,7 +174,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             footprint.mark("storm_end")
             storm_ended = time.time()
             finished = await progress.finished(list(storm.disconnection.values()))
-            await wait_quiet(bootstrap, prefix, say)
+            await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
             footprint.mark("storm_quiet")
             after = await end_offsets(bootstrap, topics)
             profile = await profile_task
@@ -187,6 +188,9 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             kafka_times = [kafka_done[d] for d in storm.disconnection.values() if d in kafka_done]
             cpu = footprint.cpu_between("storm_start", "storm_quiet")
             n = max(len(complete_times), 1)
+            window = footprint.marks["storm_quiet"][0] - footprint.marks["storm_start"][0]
+            idle_rate = {k: v / args.idle_seconds for k, v in idle_cpu.items()}
+            net = {k: max(v - idle_rate.get(k, 0.0) * window, 0.0) for k, v in cpu.items()}
             result["disconnect_storm"] = {
                 "disconnects": len(storm_ids),
                 "accepted": len(storm.responded),
@@ -206,6 +210,10 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
                 },
                 "cpu_seconds": cpu,
                 "cpu_seconds_per_1000": {k: round(v * 1000 / n, 2) for k, v in cpu.items()},
+                "cpu_seconds_per_1000_net_of_idle": {
+                    k: round(v * 1000 / n, 2) for k, v in net.items()
+                },
+                "cpu_window_seconds": round(window, 1),
                 "profile": profile,
             }
             say(
@@ -251,7 +259,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             }
             say(f"latency: end to end {result['latency']['end_to_end_ms']}")
         await listener.stop()
-        await wait_quiet(bootstrap, prefix, say)
+        await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
         _, subscriptions = await group_lag(bootstrap, list(SERVICE_GROUPS))
 
         # footprint ----------------------------------------------------------------------
@@ -265,6 +273,9 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             "rss_mb_peak_status_storm": {k: round(v / MB, 1) for k, v in status_rss.items()},
             "rss_mb_peak_disconnect_storm": {k: round(v / MB, 1) for k, v in storm_rss.items()},
             "cpu_seconds_per_1000_disconnects": result["disconnect_storm"]["cpu_seconds_per_1000"],
+            "cpu_seconds_per_1000_disconnects_net_of_idle": result["disconnect_storm"][
+                "cpu_seconds_per_1000_net_of_idle"
+            ],
             "cpu_seconds_status_storm": footprint.cpu_between("status_start", "status_end"),
         }
         result["curves"] = {

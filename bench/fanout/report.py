@@ -123,16 +123,18 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         f"{_mark(worst < TARGETS['rss_mb'])} |",
         "",
         "| process | RSS idle (MB) | RSS peak, disconnect storm (MB) | CPU idle (% of a core) "
-        "| CPU s / 1,000 disconnects |",
-        "|---|---|---|---|---|",
+        "| CPU s / 1,000 disconnects | of which above idle |",
+        "|---|---|---|---|---|---|",
     ]
     cpu = footprint["cpu_seconds_per_1000_disconnects"]
+    net = footprint.get("cpu_seconds_per_1000_disconnects_net_of_idle", {})
     for name in (*SERVICES, "kafka", "postgresql", "bench (load generator)"):
         if name in footprint["rss_mb_idle"]:
             label = "postgresql (all processes, PSS)" if name == "postgresql" else name
             lines.append(
                 f"| {label} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
-                f"{footprint.get('cpu_percent_idle', {}).get(name, '')} | {cpu.get(name, '')} |"
+                f"{footprint.get('cpu_percent_idle', {}).get(name, '')} | {cpu.get(name, '')} | "
+                f"{net.get(name, '')} |"
             )
     profiles = storm.get("profile") or []
     if isinstance(profiles, dict):
