@@ -61,10 +61,12 @@ def write(document: dict[str, Any], out: Path, name: str) -> list[Path]:
     json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(document, indent=1, sort_keys=False, default=str) + "\n")
     png_path = out / f"{name}.png"
-    plot(document, png_path)
-    document_md = markdown(document, plot_name=png_path.name)
+    try:
+        plot(document, png_path)
+    except ImportError as exc:  # the JSON is what matters; `python -m bench.fanout.report`
+        print(f"no plot ({exc}): uv pip install matplotlib, then redraw from the JSON")
     md_path = out / f"{name}.md"
-    md_path.write_text(document_md)
+    md_path.write_text(markdown(document, plot_name=png_path.name if png_path.exists() else None))
     return [json_path, md_path, png_path]
 
 
