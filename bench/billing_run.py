@@ -68,7 +68,7 @@ async def _drop_postgres_database(admin_url: str, url: str) -> None:
         database=admin.database or "postgres",
     )
     try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}"')
+        await connection.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
     finally:
         await connection.close()
 

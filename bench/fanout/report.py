@@ -61,10 +61,12 @@ def write(document: dict[str, Any], out: Path, name: str) -> list[Path]:
     json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(document, indent=1, sort_keys=False, default=str) + "\n")
     png_path = out / f"{name}.png"
-    plot(document, png_path)
-    document_md = markdown(document, plot_name=png_path.name)
+    try:
+        plot(document, png_path)
+    except ImportError as exc:  # the JSON is what matters; `python -m bench.fanout.report`
+        print(f"no plot ({exc}): uv pip install matplotlib, then redraw from the JSON")
     md_path = out / f"{name}.md"
-    md_path.write_text(document_md)
+    md_path.write_text(markdown(document, plot_name=png_path.name if png_path.exists() else None))
     return [json_path, md_path, png_path]
 
 
@@ -122,16 +124,19 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         f"| largest service RSS under the storm | {worst} MB | < 150 MB: "
         f"{_mark(worst < TARGETS['rss_mb'])} |",
         "",
-        "| service | RSS idle (MB) | RSS peak, disconnect storm (MB) | CPU s / 1,000 disconnects |",
-        "|---|---|---|---|",
+        "| process | RSS idle (MB) | RSS peak, disconnect storm (MB) | CPU idle (% of a core) "
+        "| CPU s / 1,000 disconnects | of which above idle |",
+        "|---|---|---|---|---|---|",
     ]
     cpu = footprint["cpu_seconds_per_1000_disconnects"]
+    net = footprint.get("cpu_seconds_per_1000_disconnects_net_of_idle", {})
     for name in (*SERVICES, "kafka", "postgresql", "bench (load generator)"):
         if name in footprint["rss_mb_idle"]:
             label = "postgresql (all processes, PSS)" if name == "postgresql" else name
             lines.append(
                 f"| {label} | {footprint['rss_mb_idle'][name]} | {peak.get(name, '')} | "
-                f"{cpu.get(name, '')} |"
+                f"{footprint.get('cpu_percent_idle', {}).get(name, '')} | {cpu.get(name, '')} | "
+                f"{net.get(name, '')} |"
             )
     profiles = storm.get("profile") or []
     if isinstance(profiles, dict):
@@ -201,3 +206,20 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+def main() -> None:
+    """`python -m bench.fanout.report RESULT.json`: redraw the plot and the summary."""
+    import sys
+
+    for name in sys.argv[1:]:
+        path = Path(name)
+        document = json.loads(path.read_text())
+        plot(document, path.with_suffix(".png"))
+        path.with_suffix(".md").write_text(
+            markdown(document, plot_name=path.with_suffix(".png").name)
+        )
+
+
+if __name__ == "__main__":
+    main()

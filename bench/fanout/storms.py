@@ -262,7 +262,7 @@ async def status_storm(
                 if len(page["changes"]) < 10000:
                     await asyncio.sleep(poll_interval)
 
-        deadline = time.monotonic() + 120 + len(ids) * 0.2
+        deadline = time.monotonic() + 300 + len(ids) * 0.5
         watcher = asyncio.create_task(router(deadline))
         responded: dict[int, float] = {}
         started = time.time()

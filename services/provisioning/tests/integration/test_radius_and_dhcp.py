@@ -112,6 +112,40 @@ async def test_radius_groups_follow_status_and_data_service(service, ev):
     await ev.deliver(runtime, ev.status_changed(21, ev.SUSPENDED, ev.ACTIVE))
     assert await _rows(runtime, RadUserGroup, "bob") == []
 
+    await ev.deliver(runtime, ev.status_changed(21, ev.ACTIVE, ev.SUSPENDED))
+    changed = await client.put(
+        f"/radius-groups/{suspended.json()['id']}",
+        json={
+            "rule": {"status_ids": [ev.SUSPENDED.id]},
+            "attributes": [{"attribute": "Mikrotik-Rate-Limit", "value": "128k/128k"}],
+        },
+    )
+    assert changed.status_code == 200, changed.text
+    async with runtime.db.transaction() as session:
+        replies = (
+            await session.scalars(
+                select(RadGroupReply.value).where(RadGroupReply.groupname == "suspended")
+            )
+        ).all()
+    assert list(replies) == ["128k/128k"]
+    emptied = await client.put(
+        f"/radius-groups/{suspended.json()['id']}",
+        json={
+            "rule": {"status_ids": [999]},
+            "attributes": [{"attribute": "Mikrotik-Rate-Limit", "value": "128k/128k"}],
+        },
+    )
+    assert emptied.status_code == 200
+    assert await _rows(runtime, RadUserGroup, "bob") == []
+    service_group = next(
+        g for g in (await client.get("/radius-groups")).json() if g["kind"] == "data_service"
+    )
+    refused = await client.put(
+        f"/radius-groups/{service_group['id']}",
+        json={"rule": {}, "attributes": [{"attribute": "Mikrotik-Rate-Limit", "value": "1k/1k"}]},
+    )
+    assert refused.status_code == 409 and "data service" in refused.json()["message"]
+
     groups = (await client.get("/radius-groups")).json()
     assert [(g["name"], g["kind"], g["priority"]) for g in groups] == [
         ("suspended", "status", 1),

@@ -651,6 +651,38 @@ async def create_radius_group(
         return group
 
 
+async def update_radius_group(
+    uow: UnitOfWork,
+    group_id: int,
+    *,
+    rule: dict[str, Any],
+    attributes: Sequence[dict[str, str]],
+    priority: int,
+    fall_through: bool,
+) -> RadiusGroup:
+    """Change a group's rule, replies or priority; FreeRADIUS sees it on the next request."""
+    async with uow:
+        group = await uow.session.get(RadiusGroup, group_id)
+        if group is None:
+            raise NotFound(f"RADIUS group {group_id} not found")
+        if group.kind == "data_service":
+            raise Conflict(
+                f"RADIUS group {group.name!r} follows its data service's speeds; "
+                "change the service in billing instead"
+            )
+        parsed = MembershipRule.from_dict(rule)
+        checked = _attributes(attributes)
+        group.rule = parsed.to_dict()
+        group.kind = "status" if parsed.status_ids or parsed.activating is not None else "custom"
+        group.attributes = [a.__dict__ for a in checked]
+        group.priority = priority
+        group.fall_through = fall_through
+        await uow.session.flush()
+        await _write_group_replies(uow, group)
+        await _resync_all_radius_users(uow)
+        return group
+
+
 async def _ensure_service_group(uow: UnitOfWork, service: AccountServiceAdded) -> None:
     """A RADIUS group per data service, its rate limit from the service's speeds."""
     ref = service.service

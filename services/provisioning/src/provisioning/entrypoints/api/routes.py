@@ -36,6 +36,7 @@ from provisioning.entrypoints.api.schemas import (
     RadiusAccountOut,
     RadiusGroupIn,
     RadiusGroupOut,
+    RadiusGroupUpdate,
     UninventoriedMacIn,
     UninventoriedMacOut,
 )
@@ -464,6 +465,22 @@ async def create_radius_group(body: RadiusGroupIn, uow: UnitOfWorkDep) -> Radius
     group = await handlers.create_radius_group(
         uow,
         name=body.name,
+        rule=body.rule,
+        attributes=[a.model_dump() for a in body.attributes],
+        priority=body.priority,
+        fall_through=body.fall_through,
+    )
+    return RadiusGroupOut.model_validate(group)
+
+
+@router.put("/radius-groups/{group_id}", response_model=RadiusGroupOut, tags=["radius"])
+async def update_radius_group(
+    group_id: int, body: RadiusGroupUpdate, uow: UnitOfWorkDep
+) -> RadiusGroupOut:
+    """Change a group's rule, reply attributes, priority or fall-through."""
+    group = await handlers.update_radius_group(
+        uow,
+        group_id,
         rule=body.rule,
         attributes=[a.model_dump() for a in body.attributes],
         priority=body.priority,

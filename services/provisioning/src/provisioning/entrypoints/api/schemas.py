@@ -232,6 +232,13 @@ class RadiusGroupIn(_In):
     fall_through: bool = Field(default=False, description="Also apply the next matching group")
 
 
+class RadiusGroupUpdate(_In):
+    rule: dict[str, Any]
+    attributes: list[ReplyAttributeIn] = Field(min_length=1)
+    priority: int = Field(default=1, ge=0, le=1000)
+    fall_through: bool = False
+
+
 class RadiusGroupOut(_Out):
     id: int
     name: str
