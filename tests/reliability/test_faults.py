@@ -126,8 +126,9 @@ async def test_a_poison_message_is_dead_lettered_and_the_partition_flows(cluster
     operator CLI's replay sends it back once; still malformed, it is dead-lettered again
     rather than wedging the partition. (That a fixed consumer then applies a replayed
     event once is proven in libs/ops's tests with a real consumer.)"""
-    from backhaul_ops.cli import app as ops_app
     from typer.testing import CliRunner
+
+    from backhaul_ops.cli import app as ops_app
 
     figures = Figures("6-poison-message")
     record.append(figures)

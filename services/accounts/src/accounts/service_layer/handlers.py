@@ -29,10 +29,10 @@ from backhaul_contracts.common import Address, ContactRef, Proration, StatusRef
 from backhaul_contracts.events import accounts as events
 from backhaul_contracts.events.billing import InvoiceIssued
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
-from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded, FailureCode
 from backhaul_contracts.events.provisioning import AccountNetworkReleased
 from backhaul_contracts.topics import ACCOUNTS_EVENTS
-from backhaul_kit.errors import Conflict, DomainError, InvalidInput, NotFound
+from backhaul_kit.commands import answer_command
+from backhaul_kit.errors import Conflict, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -529,27 +529,12 @@ async def on_email_rejected(event: EmailRejected, envelope: Envelope, uow: UnitO
 # -- commands from the scheduler ---------------------------------------------------------------
 
 
-def _failure_code(error: DomainError) -> FailureCode:
-    if isinstance(error, NotFound):
-        return FailureCode.NOT_FOUND
-    if isinstance(error, Conflict):
-        return FailureCode.CONFLICT
-    return FailureCode.INVALID
-
-
-async def _answer(
-    uow: UnitOfWork, envelope: Envelope, account_id: int, outcome: CommandSucceeded | CommandFailed
-) -> None:
-    await uow.emit(
-        outcome, subject=account_id, topic=ACCOUNTS_EVENTS, causation_id=envelope.event_id
-    )
-
-
 async def on_change_status_command(
     command: events.ChangeAccountStatus, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """The scheduler's ChangeAccountStatus: done like the HTTP call, answered either way."""
-    try:
+
+    async def carry_out() -> dict[str, Any]:
         account, changed = await change_status(
             uow,
             command.account_id,
@@ -557,42 +542,23 @@ async def on_change_status_command(
             actor=command.requested_by,
             reason=command.reason,
         )
-        outcome: CommandSucceeded | CommandFailed = CommandSucceeded(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            result={"status_id": account.status_id, "changed": changed},
-        )
-    except DomainError as error:
-        outcome = CommandFailed(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            reason=error.message,
-            code=_failure_code(error),
-        )
-    await _answer(uow, envelope, command.account_id, outcome)
+        return {"status_id": account.status_id, "changed": changed}
+
+    await answer_command(uow, command, envelope, topic=ACCOUNTS_EVENTS, carry_out=carry_out)
 
 
 async def on_disconnect_command(
     command: events.DisconnectAccount, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """The scheduler's DisconnectAccount: done like the HTTP call, answered either way."""
-    try:
+
+    async def carry_out() -> dict[str, Any]:
         disconnection = await disconnect(
             uow, command.account_id, actor=command.requested_by, proration=command.proration
         )
-        outcome: CommandSucceeded | CommandFailed = CommandSucceeded(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            result={"disconnection_id": str(disconnection.id)},
-        )
-    except DomainError as error:
-        outcome = CommandFailed(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            reason=error.message,
-            code=_failure_code(error),
-        )
-    await _answer(uow, envelope, command.account_id, outcome)
+        return {"disconnection_id": str(disconnection.id)}
+
+    await answer_command(uow, command, envelope, topic=ACCOUNTS_EVENTS, carry_out=carry_out)
 
 
 __all__ = ["InvalidInput"]

@@ -16,7 +16,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from backhaul_kit.db import UtcDateTime
 from billing.domain.money import from_cents, to_cents
 
 
@@ -74,12 +74,12 @@ class BillingAccount(Base):
     activates: Mapped[bool] = mapped_column(Boolean)
     parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
     billing_day: Mapped[int] = mapped_column(Integer, default=1)
-    disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disconnected_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delinquent: Mapped[bool] = mapped_column(Boolean, default=False)
     tax_exempt: Mapped[bool] = mapped_column(Boolean, default=False)
     tax_rate: Mapped[Decimal | None] = mapped_column(Rate)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Service(Base):
@@ -96,7 +96,7 @@ class Service(Base):
     upload_kbps: Mapped[int | None] = mapped_column(Integer)
     prorates: Mapped[bool] = mapped_column(Boolean, default=True)
     tax_rate: Mapped[Decimal | None] = mapped_column(Rate)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Package(Base):
@@ -136,10 +136,10 @@ class AccountService(Base):
     price: Mapped[Decimal] = mapped_column(Cents)
     price_override: Mapped[bool] = mapped_column(Boolean, default=False)
     prorates: Mapped[bool] = mapped_column(Boolean, default=True)
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime())
     addition_prorate_date: Mapped[date | None] = mapped_column(Date)
     billed_through: Mapped[date | None] = mapped_column(Date)
-    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     service: Mapped[Service] = relationship(lazy="joined")
 
@@ -155,7 +155,7 @@ class Invoice(Base):
     # Who pays it: the account itself, or its parent for a child's recurring invoice.
     bill_to_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     parent_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
     invoice_date: Mapped[date] = mapped_column(Date)
     due_date: Mapped[date] = mapped_column(Date)
     period_start: Mapped[date | None] = mapped_column(Date)
@@ -166,7 +166,7 @@ class Invoice(Base):
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
     frozen: Mapped[bool] = mapped_column(Boolean, default=False)
     void: Mapped[bool] = mapped_column(Boolean, default=False)
-    voided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    voided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     voided_by: Mapped[str | None] = mapped_column(String(200))
     delinquent: Mapped[bool] = mapped_column(Boolean, default=False)
     message: Mapped[str | None] = mapped_column(Text)
@@ -199,7 +199,7 @@ class Transaction(Base):
     reference: Mapped[str | None] = mapped_column(String(200))
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"), unique=True)
     reversed: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     created_by: Mapped[str] = mapped_column(String(200))
 
     __table_args__ = (Index("ix_transactions_account", "account_id", "type"),)
@@ -214,8 +214,8 @@ class CreditApplication(Base):
     credit_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), index=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
     amount: Mapped[Decimal] = mapped_column(Cents)
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class BillingRun(Base):
@@ -223,8 +223,8 @@ class BillingRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_date: Mapped[date] = mapped_column(Date)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     requested_by: Mapped[str] = mapped_column(String(200))
     accounts_billed: Mapped[int] = mapped_column(Integer, default=0)
     accounts_skipped: Mapped[int] = mapped_column(Integer, default=0)

@@ -23,7 +23,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from backhaul_contracts.events import billing as events
 from backhaul_kit.unit_of_work import UnitOfWork
-from billing.adapters.outbox_batch import emit_many
 from billing.adapters.tables import (
     AccountService,
     BilledPeriod,
@@ -371,8 +370,7 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             invoice = await session.get_one(Invoice, invoice_ids[a.id])
             await ledger.apply_available_credits(uow, payer[a.id], only=invoice)
 
-    await emit_many(
-        uow,
+    await uow.emit_many(
         [
             (
                 events.InvoiceIssued(
@@ -502,8 +500,7 @@ async def check_delinquency(uow: UnitOfWork, today: date) -> int:
         if account_changes:
             await session.execute(update(BillingAccount), account_changes)
         moment = now()
-        await emit_many(
-            uow,
+        await uow.emit_many(
             [
                 (
                     events.AccountDelinquencyChanged(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -13,9 +14,9 @@ from backhaul_contracts import Envelope
 from backhaul_contracts.common import Proration, ServiceKind, ServiceRef
 from backhaul_contracts.events import accounts as account_events
 from backhaul_contracts.events import billing as events
-from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded, FailureCode
 from backhaul_contracts.topics import BILLING_EVENTS
-from backhaul_kit.errors import Conflict, DomainError, InvalidInput, NotFound
+from backhaul_kit.commands import answer_command
+from backhaul_kit.errors import Conflict, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
     AccountService,
@@ -561,27 +562,12 @@ async def _fit_credits(
 # -- commands from the scheduler -----------------------------------------------------------
 
 
-def _failure_code(error: DomainError) -> FailureCode:
-    if isinstance(error, NotFound):
-        return FailureCode.NOT_FOUND
-    if isinstance(error, Conflict):
-        return FailureCode.CONFLICT
-    return FailureCode.INVALID
-
-
-async def _answer(
-    uow: UnitOfWork, envelope: Envelope, account_id: int, outcome: CommandSucceeded | CommandFailed
-) -> None:
-    await uow.emit(
-        outcome, subject=account_id, topic=BILLING_EVENTS, causation_id=envelope.event_id
-    )
-
-
 async def on_add_service_command(
     command: events.AddAccountService, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """The scheduler's AddAccountService: done like the HTTP call, answered either way."""
-    try:
+
+    async def carry_out() -> dict[str, Any]:
         added = await add_account_service(
             uow,
             command.account_id,
@@ -590,19 +576,9 @@ async def on_add_service_command(
             price_override=command.price_override,
             actor=command.requested_by,
         )
-        outcome: CommandSucceeded | CommandFailed = CommandSucceeded(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            result={"account_service_id": added.id, "service_id": added.service_id},
-        )
-    except DomainError as error:
-        outcome = CommandFailed(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            reason=error.message,
-            code=_failure_code(error),
-        )
-    await _answer(uow, envelope, command.account_id, outcome)
+        return {"account_service_id": added.id, "service_id": added.service_id}
+
+    await answer_command(uow, command, envelope, topic=BILLING_EVENTS, carry_out=carry_out)
 
 
 async def remove_service_by_catalogue_id(
@@ -623,23 +599,14 @@ async def on_remove_service_command(
     command: events.RemoveAccountService, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """The scheduler's RemoveAccountService: done like the HTTP call, answered either way."""
-    try:
+
+    async def carry_out() -> dict[str, Any]:
         removed = await remove_service_by_catalogue_id(
             uow, command.account_id, command.service_id, actor=command.requested_by
         )
-        outcome: CommandSucceeded | CommandFailed = CommandSucceeded(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            result={"account_service_id": removed.id, "service_id": removed.service_id},
-        )
-    except DomainError as error:
-        outcome = CommandFailed(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            reason=error.message,
-            code=_failure_code(error),
-        )
-    await _answer(uow, envelope, command.account_id, outcome)
+        return {"account_service_id": removed.id, "service_id": removed.service_id}
+
+    await answer_command(uow, command, envelope, topic=BILLING_EVENTS, carry_out=carry_out)
 
 
 # -- transactions --------------------------------------------------------------------------

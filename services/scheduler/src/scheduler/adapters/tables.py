@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Boolean, Dialect, ForeignKey, Index, Integer, String, Text
-from sqlalchemy import DateTime as _DateTime
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-
-class DateTime(TypeDecorator[datetime]):
-    """A UTC-aware timestamp on every backend.
-
-    SQLite keeps no offset and hands back naive values; comparing them with aware ones
-    fails, and the firing loop compares run times with the clock all the time.
-    """
-
-    impl = _DateTime
-    cache_ok = True
-
-    def __init__(self, timezone: bool = True) -> None:
-        super().__init__(timezone=timezone)
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: times are UTC-aware")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from backhaul_kit.db import UtcDateTime
 
 
 class Base(DeclarativeBase):
@@ -49,8 +23,8 @@ class Vacation(Base):
 
     id: Mapped[UUID] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(Integer, index=True)
-    leave_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    return_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    leave_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    return_at: Mapped[datetime] = mapped_column(UtcDateTime())
     time_zone: Mapped[str | None] = mapped_column(String(64))
     vacation_status_id: Mapped[int] = mapped_column(Integer)
     vacation_service_id: Mapped[int] = mapped_column(Integer)
@@ -58,8 +32,8 @@ class Vacation(Base):
     normal_service_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class ScheduledEvent(Base):
@@ -69,7 +43,7 @@ class ScheduledEvent(Base):
     account_id: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(30))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # Orders events of one account due at the same instant (a vacation's remove before add).
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     time_zone: Mapped[str | None] = mapped_column(String(64))
@@ -78,16 +52,16 @@ class ScheduledEvent(Base):
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     vacation_id: Mapped[UUID | None] = mapped_column(ForeignKey("vacations.id"), index=True)
     created_by: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # The command's event id: outcomes name it in their causation_id.
     command_event_id: Mapped[UUID | None] = mapped_column(unique=True)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     outcome: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     failure_reason: Mapped[str | None] = mapped_column(Text)
     failure_code: Mapped[str | None] = mapped_column(String(30))
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     cancelled_by: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
@@ -106,7 +80,7 @@ class KnownAccount(Base):
     status_id: Mapped[int] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
     disconnected: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class KnownAccountService(Base):

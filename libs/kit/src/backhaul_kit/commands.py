@@ -1,0 +1,56 @@
+"""Carrying out a command from another service, and answering it either way."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from backhaul_contracts import Envelope
+from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded, FailureCode
+from backhaul_kit.errors import Conflict, DomainError, NotFound
+from backhaul_kit.unit_of_work import UnitOfWork
+
+
+class AccountCommand(Protocol):
+    account_id: int
+    event_type: str
+
+
+def failure_code(error: DomainError) -> FailureCode:
+    if isinstance(error, NotFound):
+        return FailureCode.NOT_FOUND
+    if isinstance(error, Conflict):
+        return FailureCode.CONFLICT
+    return FailureCode.INVALID
+
+
+async def answer_command(
+    uow: UnitOfWork,
+    command: AccountCommand,
+    envelope: Envelope,
+    *,
+    topic: str,
+    carry_out: Callable[[], Awaitable[dict[str, Any]]],
+) -> None:
+    """Run `carry_out` (the same handler the HTTP call uses) and publish the outcome on the
+    answering service's `topic`, naming the command in causation_id.
+
+    A refusal (a domain error) is an answer, not a failure of the message: its changes are
+    rolled back (the handler's savepoint) and `CommandFailed` says why; anything else is
+    raised, so the consumer retries and, in the end, dead-letters the command.
+    """
+    outcome: CommandSucceeded | CommandFailed
+    try:
+        outcome = CommandSucceeded(
+            account_id=command.account_id,
+            command_type=command.event_type,
+            result=await carry_out(),
+        )
+    except DomainError as error:
+        outcome = CommandFailed(
+            account_id=command.account_id,
+            command_type=command.event_type,
+            reason=error.message,
+            code=failure_code(error),
+        )
+    await uow.emit(outcome, subject=command.account_id, topic=topic, causation_id=envelope.event_id)
