@@ -12,8 +12,11 @@ from backhaul_kit.unit_of_work import UnitOfWork
 
 
 class AccountCommand(Protocol):
-    account_id: int
-    event_type: str
+    @property
+    def account_id(self) -> int: ...
+
+    @property
+    def event_type(self) -> str: ...
 
 
 def failure_code(error: DomainError) -> FailureCode:

@@ -162,7 +162,7 @@ class Dispatcher:
                 )
                 .values(sending_since=self.clock(), attempts=Email.attempts + 1)
             )
-            if result.rowcount != 1:
+            if result.rowcount != 1:  # type: ignore[attr-defined]
                 return None
             email = (
                 await uow.session.execute(
