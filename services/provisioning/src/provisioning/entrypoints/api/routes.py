@@ -380,7 +380,12 @@ async def list_changes(
     return _changes_out(rows, cursor)
 
 
-@router.get("/address-lists/{list_id}/routeros", response_class=PlainTextResponse, tags=["routers"])
+@router.get(
+    "/address-lists/{list_id}/routeros",
+    tags=["routers"],
+    # Documented by hand: a response_class would mark the JSON errors text/plain as well.
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def routeros_export(list_id: int, uow: UnitOfWorkDep) -> PlainTextResponse:
     """A RouterOS script (`/ip firewall address-list ...`) that makes the router's list match."""
     address_list, entries, seq = await queries.list_entries(uow, list_id)
