@@ -522,8 +522,11 @@ async def put_settings(body: SettingsIn, uow: UnitOfWorkDep, actor: ActorDep) ->
     if body.final_invoice_proration is Proration.INHERIT:
         raise InvalidInput("final_invoice_proration is the global setting: none or credit_unused")
     changes: dict[str, str] = {}
+    clearable = {rules.SETTING_PERIOD_CLOSE, rules.SETTING_DEFAULT_TAX_RATE}
     for key in body.model_fields_set:
         value = getattr(body, key)
+        if value is None and key not in clearable:
+            raise InvalidInput(f"{key} cannot be null; leave it out to keep its value")
         if key == rules.SETTING_DEFAULT_TAX_RATE:
             value = rules.parse_rate(value) if value is not None else "0"
         changes[key] = "" if value is None else str(getattr(value, "value", value))
