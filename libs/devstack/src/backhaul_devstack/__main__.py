@@ -23,7 +23,10 @@ def _run(args: argparse.Namespace) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C, a closed terminal or a supervisor's TERM all stop everything cleanly. SIGINT is
+    # set explicitly: a shell starts background jobs with it ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         stack.start(on_progress=lambda msg: print(msg, flush=True))
     except BaseException as exc:
