@@ -426,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         run_args = argparse.Namespace(**{**vars(args), "latency_accounts": paced})
         started = time.monotonic()
         code = report.code_version()
+        load_at_start = [round(v, 2) for v in os.getloadavg()]
         result = run_database(database, run_args)
         stamp = datetime.now(UTC)
         document = {
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             "accounts": args.accounts,
             "latency_accounts": paced,
             "wall_seconds": round(time.monotonic() - started, 1),
-            "machine": report.machine(),
+            "machine": {**report.machine(), "load_average_at_start": load_at_start},
             "code": code,
             **result,
         }
