@@ -78,7 +78,13 @@ async def post_until_known(
     deadline = time.monotonic() + deadline_s
     pause = 0.1
     while True:
-        response = await http.post(url, json=body)
+        try:
+            response = await http.post(url, json=body)
+        except httpx.TransportError:  # a keep-alive connection the server just closed
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(pause)
+            continue
         if response.status_code == 201:
             return response.json()
         if response.status_code not in (404, 409, 422) or time.monotonic() > deadline:
@@ -106,6 +112,7 @@ class Fixture:
     active_list_id: int
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     addresses: dict[int, str] = field(default_factory=dict)
+    serviced: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
@@ -159,27 +166,20 @@ async def create_accounts(
     ):
 
         async def create(account_id: int) -> None:
-            ok(
-                await accounts.post(
-                    "/accounts",
-                    json={
-                        "id": account_id,
-                        "name": f"Bench Customer {account_id}",
-                        "status_id": fixture.active_status_id,
-                        "serviceable_address": {
-                            "line1": f"{account_id} Bench Street",
-                            "city": "Springfield",
-                            "postal_code": "99999",
-                            "country": "US",
-                        },
-                        "primary_contact": {
-                            "name": f"Customer {account_id}",
-                            "email": f"customer{account_id}@bench.example",
-                        },
-                    },
-                ),
-                201,
-            )
+            for attempt in range(5):
+                try:
+                    response = await accounts.post(
+                        "/accounts", json=_account_body(account_id, fixture.active_status_id)
+                    )
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2)
+                    continue
+                if response.status_code == 409 and attempt:  # the lost answer was a 201
+                    return
+                ok(response, 201)
+                return
 
         async def add_service(account_id: int) -> None:
             await post_until_known(
@@ -187,6 +187,7 @@ async def create_accounts(
                 f"/accounts/{account_id}/services",
                 {"service_id": fixture.service_id, "quantity": 1},
             )
+            fixture.serviced.add(account_id)
 
         async def assign_ip(account_id: int) -> None:
             body = await post_until_known(
@@ -216,3 +217,21 @@ async def create_accounts(
                 f"  {stage}: {len(ids) - len(errors)}/{len(ids)} in {elapsed:.1f} s "
                 f"({len(ids) / max(elapsed, 1e-9):.0f}/s){first_error}"
             )
+
+
+def _account_body(account_id: int, status_id: int) -> dict[str, Any]:
+    return {
+        "id": account_id,
+        "name": f"Bench Customer {account_id}",
+        "status_id": status_id,
+        "serviceable_address": {
+            "line1": f"{account_id} Bench Street",
+            "city": "Springfield",
+            "postal_code": "99999",
+            "country": "US",
+        },
+        "primary_contact": {
+            "name": f"Customer {account_id}",
+            "email": f"customer{account_id}@bench.example",
+        },
+    }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -269,13 +270,20 @@ async def status_storm(
         async with client(urls.accounts, concurrency) as accounts:
 
             async def change(account_id: int) -> None:
-                ok(
-                    await accounts.post(
-                        f"/accounts/{account_id}/status",
-                        json={"status_id": blocked["id"], "reason": "bench: delinquent"},
-                    )
-                )
-                responded[account_id] = time.time()
+                for attempt in range(5):  # the same status again is a no-op
+                    try:
+                        response = await accounts.post(
+                            f"/accounts/{account_id}/status",
+                            json={"status_id": blocked["id"], "reason": "bench: delinquent"},
+                        )
+                    except httpx.TransportError:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(0.2)
+                        continue
+                    ok(response)
+                    responded[account_id] = time.time()
+                    return
 
             _, errors = await bounded(ids, change, concurrency)
         accepted = time.time()
