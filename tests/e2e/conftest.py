@@ -22,8 +22,7 @@ def otlp() -> Iterator[OtlpReceiver]:
     receiver.stop()
 
 
-@pytest.fixture(scope="session")
-def stack(kafka_bootstrap: str, otlp: OtlpReceiver) -> Iterator[Stack]:
+def _running_stack(kafka_bootstrap: str, otlp: OtlpReceiver | None) -> Iterator[Stack]:
     """Kafka plus the mail sink and the five services, each its own process, on free ports."""
     root = Path(tempfile.mkdtemp(prefix="backhaul-e2e-"))
     stack = Stack(
@@ -34,7 +33,7 @@ def stack(kafka_bootstrap: str, otlp: OtlpReceiver) -> Iterator[Stack]:
         mail_http_port=free_port(),
         topic_prefix=f"e2e{uuid.uuid4().hex[:8]}.",
         extra_env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint if otlp else "",
             "SCHEDULER_POLL_INTERVAL_SECONDS": "0.1",
         },
     )
@@ -45,9 +44,21 @@ def stack(kafka_bootstrap: str, otlp: OtlpReceiver) -> Iterator[Stack]:
         for name in stack.services:
             log = root / "logs" / f"{name}.log"
             if log.exists():
-                print(
-                    f"--- {name} log (tail) ---\n" + "\n".join(log.read_text().splitlines()[-40:])
-                )
+                tail = "\n".join(log.read_text().splitlines()[-40:])
+                print(f"--- {name} log (tail) ---\n{tail}")
         raise
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(kafka_bootstrap: str, otlp: OtlpReceiver) -> Iterator[Stack]:
+    """The system the end-to-end tests drive."""
+    yield from _running_stack(kafka_bootstrap, otlp)
+
+
+@pytest.fixture(scope="module")
+def fuzz_stack(kafka_bootstrap: str) -> Iterator[Stack]:
+    """A system of its own for the fuzzer, which edits shared settings (triggers, statuses)
+    that the functional end-to-end tests rely on; it exports no traces."""
+    yield from _running_stack(kafka_bootstrap, None)

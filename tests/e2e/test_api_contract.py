@@ -34,8 +34,8 @@ EXAMPLES_PER_OPERATION = 8
 
 
 @pytest.mark.parametrize("service", list(SERVICES))
-def test_no_server_errors_and_responses_match_the_schema(service, stack):
-    schema = schemathesis.openapi.from_url(f"{stack.url(service)}/openapi.json", headers=AUTH)
+def test_no_server_errors_and_responses_match_the_schema(service, fuzz_stack):
+    schema = schemathesis.openapi.from_url(f"{fuzz_stack.url(service)}/openapi.json", headers=AUTH)
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():

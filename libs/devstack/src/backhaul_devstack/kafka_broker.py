@@ -233,6 +233,9 @@ async def _answers(bootstrap: str) -> bool:
     try:
         await admin.start()
         await admin.list_topics()
+        # Ready means consumer groups work too: a fresh broker creates __consumer_offsets on
+        # the first FindCoordinator and answers "not available" until it has.
+        await admin.find_coordinator("backhaul-readiness")
         return True
     except Exception:
         return False

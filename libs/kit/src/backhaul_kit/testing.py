@@ -70,21 +70,27 @@ async def eventually(
 
 
 async def read_events(
-    bootstrap: str, topic: str, *, count: int, timeout: float = 20.0
+    bootstrap: str, topic: str, *, count: int, timeout: float = 20.0, distinct: bool = False
 ) -> list[Envelope]:
-    """Read `count` envelopes from the start of `topic` (fails if fewer arrive in time)."""
+    """Read envelopes from the start of `topic` until `count` have arrived (fails if fewer
+    arrive in time). `distinct`: count different event ids, since at-least-once delivery
+    may repeat one."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     out: list[Envelope] = []
+
+    def seen() -> int:
+        return len({e.event_id for e in out}) if distinct else len(out)
+
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < count and time.monotonic() < deadline:
+        while seen() < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
                 out += [decode(r.value)[0] for r in records]
     finally:
         await consumer.stop()
-    assert len(out) >= count, f"expected {count} events on {topic}, got {len(out)}"
+    assert seen() >= count, f"expected {count} events on {topic}, got {seen()}"
     return out

@@ -237,3 +237,14 @@ def test_the_daily_run_wakes_at_the_next_hour():
     assert next_run(datetime(2026, 1, 1, 2, 0, tzinfo=UTC), 2) == datetime(
         2026, 1, 2, 2, tzinfo=UTC
     )
+
+
+def test_adding_months_to_a_late_day_lands_on_the_shorter_months_last_day():
+    from datetime import date
+
+    from billing.domain.rules import add_months
+
+    assert add_months(date(2024, 1, 31), 1) == date(2024, 2, 29)
+    assert add_months(date(2023, 1, 31), 1) == date(2023, 2, 28)
+    assert add_months(date(2024, 3, 31), -1) == date(2024, 2, 29)
+    assert add_months(date(2024, 12, 15), 1) == date(2025, 1, 15)

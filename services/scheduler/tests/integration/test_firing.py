@@ -231,7 +231,11 @@ async def test_two_replicas_fire_each_of_1000_due_events_exactly_once(settings, 
             }
         await observer.stop()
         published = await read_events(
-            kafka_bootstrap, settings.topic(ACCOUNTS_COMMANDS), count=1000, timeout=60
+            kafka_bootstrap,
+            settings.topic(ACCOUNTS_COMMANDS),
+            count=1000,
+            timeout=60,
+            distinct=True,
         )
     finally:
         for replica in replicas:

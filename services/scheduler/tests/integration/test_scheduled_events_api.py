@@ -193,8 +193,17 @@ async def test_bad_input_is_refused_naming_the_problem_and_creates_nothing(servi
     )
 
     async def disconnected():
+        # A past run_at: refused either way (422 until the replica hears of the disconnect,
+        # 409 after), so waiting for the replica creates nothing.
         await refused(
-            {**base, "account_id": 104, "parameters": {"status_id": 2}}, 409, ["disconnected"]
+            {
+                **base,
+                "account_id": 104,
+                "parameters": {"status_id": 2},
+                "run_at": "2001-01-01T00:00:00Z",
+            },
+            409,
+            ["disconnected"],
         )
 
     await eventually(disconnected, timeout=60)

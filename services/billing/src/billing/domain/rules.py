@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -64,9 +65,11 @@ DEFAULT_SETTINGS: dict[str, str] = {
 
 
 def add_months(day: date, months: int) -> date:
-    """The same day `months` later; billing days are 1-28 so the day always exists."""
+    """The same day `months` later, or that month's last day if it is shorter (Jan 31 + 1
+    month is Feb 28 or 29). Billing days are 1-28, but dates from callers may be any day."""
     index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, day.day)
+    year, month = index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 @dataclass(frozen=True)
