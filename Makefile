@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run      install what is missing, start Kafka, the mail sink and the five services"
 	@echo "make test     install what is missing and run every test against real components"
+	@echo "make bench    the fan-out benchmark (BENCH_ARGS='--accounts 10000'); see docs/benchmarks.md"
 	@echo "make reliability  fault tests under a storm (RELIABILITY_N=2000); writes docs/reliability.md"
 	@echo "make lint     ruff, ruff format --check, mypy, and the event-schema check"
 	@echo "make token    print a development bearer token (every API call needs one)"
@@ -31,6 +32,10 @@ test-unit:
 test-e2e:
 	@tools/install.sh test
 	@$(UV) run --no-sync pytest tests/e2e $(PYTEST_ARGS)
+
+bench:
+	@tools/install.sh test
+	@$(UV) run --no-sync python -m bench.fanout $(BENCH_ARGS)
 
 reliability:
 	@tools/install.sh test
