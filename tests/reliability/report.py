@@ -26,7 +26,8 @@ def main() -> None:
         f = json.loads(path.read_text())
         rows.append(
             f"| {f['scenario']} | {SCENARIOS.get(f['scenario'], '')} | {f['accounts']} | "
-            f"{f['disconnects']} | {f['status_changes']} | {f['events']} | {f['kills']} | "
+            f"{f['disconnects']} | {f['status_changes']} | {f['events'] or 'not counted'} | "
+            f"{f['kills']} | "
             f"{f['lost']} | {f['duplicated']} | {f['dead_letters']} | {f['storm_seconds']:.1f} | "
             f"{f['recovery_seconds']:.1f} |"
         )

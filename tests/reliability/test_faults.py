@@ -33,6 +33,7 @@ from .harness import (
     call,
     client,
     dead_letter_count,
+    event_count,
     populate,
     storm,
     verify,
@@ -214,6 +215,7 @@ async def test_replaying_every_topic_changes_nothing(cluster, record):
         figures.duplicated = sum(1 for key in before if before[key] != after[key])
         figures.notes = [f"{k}: {before[k]} -> {after[k]}" for k in before if before[k] != after[k]]
         figures.dead_letters = await dead_letter_count(cluster.bootstrap)
+        figures.events = await event_count(cluster.bootstrap)
     assert before == after
     assert figures.dead_letters == 0
 
