@@ -42,10 +42,13 @@ def test_no_server_errors_and_responses_match_the_schema(service, fuzz_stack):
         operation = result.ok()
         operations += 1
 
+        # Derandomised: CI runs the same examples every time, so a red run is reproducible.
+        # To explore new inputs locally, turn derandomize off or raise the example count.
         @settings(
             max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
             database=None,
+            derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy())
