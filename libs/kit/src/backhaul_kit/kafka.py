@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from typing import Any
@@ -155,6 +156,8 @@ async def watch_consumer_lag(
 
     wanted = {settings.topic(t) for t in topics}
     while True:
+        # Wait first: a short-lived runtime (a test) then never starts the probe clients.
+        await asyncio.sleep(interval)
         admin = AIOKafkaAdminClient(**client_options(settings))
         probe = AIOKafkaConsumer(**client_options(settings))
         try:
@@ -171,6 +174,7 @@ async def watch_consumer_lag(
         except Exception as exc:
             log.warning("consumer_lag_watch_failed", error=repr(exc))
         finally:
-            await probe.stop()
-            await admin.close()
-        await asyncio.sleep(interval)
+            # Bounded: a client cancelled half-started must not hold the shutdown up.
+            for close in (probe.stop, admin.close):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close(), 5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -183,21 +182,33 @@ class ServiceRuntime:
             )
         log.info("worker_started", topics=self.consumer.topics)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop the worker and release connections; every wait is bounded, so a stuck
+        client can delay shutdown but never hang it."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in stuck:
+                log.warning("background_task_did_not_stop", task=task.get_name())
         self._tasks.clear()
+        closers: list[Callable[[], Awaitable[object]]] = []
         if self.broker is not None:
-            await self.broker.stop()
+            closers.append(self.broker.stop)
             self.broker = None
         if self.producer is not None:
-            await self.producer.stop()
+            closers.append(self.producer.stop)
             self.producer = None
-        await self.kafka_probe.close()
-        await self.db.dispose()
+        closers += [self.kafka_probe.close, self.db.dispose]
+        for close in closers:
+            try:
+                await asyncio.wait_for(close(), timeout)
+            except Exception as exc:
+                log.warning(
+                    "shutdown_step_failed",
+                    step=getattr(close, "__qualname__", "?"),
+                    error=repr(exc),
+                )
 
     # -- process -------------------------------------------------------------------------
 
