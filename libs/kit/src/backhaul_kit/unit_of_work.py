@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backhaul_contracts import Envelope, Event
 from backhaul_kit.db import Database
+from backhaul_kit.errors import NotFound
 from backhaul_kit.messaging.outbox import Outbox
+
+RowT = TypeVar("RowT")
 
 
 class UnitOfWork:
@@ -72,6 +75,13 @@ class UnitOfWork:
         await stack.__aexit__(exc_type, exc, tb)
         if exc_type is None and self.emitted:
             self.outbox.notify()
+
+    async def get(self, model: type[RowT], key: Any, *, not_found: str) -> RowT:
+        """The row of `model` with primary key `key`, or NotFound with the given message."""
+        row = await self.session.get(model, key)
+        if row is None:
+            raise NotFound(not_found)
+        return row
 
     async def emit(
         self,

@@ -125,10 +125,9 @@ async def get_account(uow: UnitOfWork, account_id: int, *, for_update: bool = Fa
 
 
 async def get_status(uow: UnitOfWork, status_id: int) -> AccountStatus:
-    status = await uow.session.get(AccountStatus, status_id)
-    if status is None:
-        raise NotFound(f"account status {status_id} not found")
-    return status
+    return await uow.get(
+        AccountStatus, status_id, not_found=f"account status {status_id} not found"
+    )
 
 
 async def status_by_name(uow: UnitOfWork, name: str) -> AccountStatus:

@@ -121,10 +121,7 @@ async def create_package(uow: UnitOfWork, name: str, items: list[NewPackageItem]
 
 async def load_package(uow: UnitOfWork, package_id: int) -> Package:
     async with uow:
-        package = await uow.session.get(Package, package_id)
-        if package is None:
-            raise NotFound(f"package {package_id} not found")
-        return package
+        return await uow.get(Package, package_id, not_found=f"package {package_id} not found")
 
 
 # -- account services ---------------------------------------------------------------------

@@ -60,17 +60,11 @@ async def get_account(
 
 
 async def get_service(uow: UnitOfWork, service_id: int) -> Service:
-    service = await uow.session.get(Service, service_id)
-    if service is None:
-        raise NotFound(f"service {service_id} not found")
-    return service
+    return await uow.get(Service, service_id, not_found=f"service {service_id} not found")
 
 
 async def get_invoice(uow: UnitOfWork, invoice_id: int) -> Invoice:
-    invoice = await uow.session.get(Invoice, invoice_id)
-    if invoice is None:
-        raise NotFound(f"invoice {invoice_id} not found")
-    return invoice
+    return await uow.get(Invoice, invoice_id, not_found=f"invoice {invoice_id} not found")
 
 
 async def setting(uow: UnitOfWork, key: str) -> str:

@@ -9,7 +9,6 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from backhaul_contracts.common import ServiceKind
-from backhaul_kit.errors import NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
     AccountService,
@@ -178,10 +177,9 @@ async def list_transactions(uow: UnitOfWork, account_id: int) -> list[Transactio
 
 async def get_transaction(uow: UnitOfWork, transaction_id: int) -> Transaction:
     async with uow:
-        transaction = await uow.session.get(Transaction, transaction_id)
-        if transaction is None:
-            raise NotFound(f"transaction {transaction_id} not found")
-        return transaction
+        return await uow.get(
+            Transaction, transaction_id, not_found=f"transaction {transaction_id} not found"
+        )
 
 
 async def account_balances(
@@ -226,7 +224,4 @@ async def list_billing_runs(uow: UnitOfWork) -> list[BillingRun]:
 
 async def get_billing_run(uow: UnitOfWork, run_id: int) -> BillingRun:
     async with uow:
-        run = await uow.session.get(BillingRun, run_id)
-        if run is None:
-            raise NotFound(f"billing run {run_id} not found")
-        return run
+        return await uow.get(BillingRun, run_id, not_found=f"billing run {run_id} not found")

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from backhaul_contracts import Envelope, Event
 from backhaul_contracts.events import accounts as account_events
 from backhaul_contracts.events.notifications import EmailQueued, EmailRejected
-from backhaul_kit.errors import Conflict, InvalidInput, NotFound
+from backhaul_kit.errors import Conflict, InvalidInput
 from backhaul_kit.telemetry import current_trace_headers
 from backhaul_kit.unit_of_work import UnitOfWork
 from notifications.adapters.tables import AccountReplica, Email, Trigger
@@ -134,10 +134,7 @@ async def preview_trigger(
 
 
 async def get_trigger(uow: UnitOfWork, trigger_id: int) -> Trigger:
-    trigger = await uow.session.get(Trigger, trigger_id)
-    if trigger is None:
-        raise NotFound(f"trigger {trigger_id} not found")
-    return trigger
+    return await uow.get(Trigger, trigger_id, not_found=f"trigger {trigger_id} not found")
 
 
 async def _refuse_taken_name(uow: UnitOfWork, name: str, *, other_than: int | None = None) -> None:

@@ -22,10 +22,7 @@ async def list_triggers(uow: UnitOfWork, *, event_type: str | None = None) -> li
 
 async def get_trigger(uow: UnitOfWork, trigger_id: int) -> Trigger:
     async with uow:
-        trigger = await uow.session.get(Trigger, trigger_id)
-        if trigger is None:
-            raise NotFound(f"trigger {trigger_id} not found")
-        return trigger
+        return await uow.get(Trigger, trigger_id, not_found=f"trigger {trigger_id} not found")
 
 
 async def list_emails(
@@ -67,10 +64,7 @@ async def list_all_emails(
 
 async def get_email(uow: UnitOfWork, email_id: UUID) -> Email:
     async with uow:
-        email = await uow.session.get(Email, email_id)
-        if email is None:
-            raise NotFound(f"email {email_id} not found")
-        return email
+        return await uow.get(Email, email_id, not_found=f"email {email_id} not found")
 
 
 async def account_contacts(uow: UnitOfWork, account_id: int) -> list[ContactReplica]:

@@ -81,18 +81,14 @@ async def get_replica(uow: UnitOfWork, account_id: int) -> AccountReplica:
 
 async def get_assignment(uow: UnitOfWork, assignment_id: UUID) -> IpAssignment:
     """One assignment, current or ended."""
-    assignment = await uow.session.get(IpAssignment, assignment_id)
-    if assignment is None:
-        raise NotFound(f"IP assignment {assignment_id} not found")
-    return assignment
+    return await uow.get(
+        IpAssignment, assignment_id, not_found=f"IP assignment {assignment_id} not found"
+    )
 
 
 async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
     """One address list."""
-    address_list = await uow.session.get(AddressList, list_id)
-    if address_list is None:
-        raise NotFound(f"address list {list_id} not found")
-    return address_list
+    return await uow.get(AddressList, list_id, not_found=f"address list {list_id} not found")
 
 
 async def replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica:

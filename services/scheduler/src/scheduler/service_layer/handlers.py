@@ -427,10 +427,7 @@ async def vacation_events(uow: UnitOfWork, vacation_id: UUID) -> list[ScheduledE
 
 
 async def get_vacation(uow: UnitOfWork, vacation_id: UUID) -> Vacation:
-    vacation = await uow.session.get(Vacation, vacation_id)
-    if vacation is None:
-        raise NotFound(f"vacation {vacation_id} not found")
-    return vacation
+    return await uow.get(Vacation, vacation_id, not_found=f"vacation {vacation_id} not found")
 
 
 @dataclass(frozen=True)
