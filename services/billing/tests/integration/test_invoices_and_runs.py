@@ -385,3 +385,52 @@ async def test_a_child_invoice_can_be_unlinked_and_linked_again(service):
         json={"child_invoice_id": parent_invoice["id"]},
     )
     assert wrong.status_code == 409 and "not a child" in wrong.json()["message"]
+
+
+async def test_voiding_an_invoice_whose_debit_was_reversed_earlier_keeps_balances_whole(service):
+    """Found by the balances property: a debit reversed after its invoice was paid leaves
+    its reversal as credit, which pays the next invoice. Voiding the first invoice then
+    brings that reversal back to it and lets the freed payment pay the second, so the
+    credit is never counted twice."""
+    runtime, client = service
+    install = await post(
+        client, "/services", {"name": "Setup 86", "kind": "one_time", "price": "5.00"}
+    )
+    await account(runtime, 86)
+    await post(client, "/accounts/86/discounts", {"amount": "5.00", "description": "promo"})
+    first_debit = await post(client, "/accounts/86/debits", {"service_id": install["id"]})
+    first = await post(client, "/accounts/86/invoices")
+    assert first["state"] == "paid"
+    await post(client, "/accounts/86/debits", {"service_id": install["id"]})
+    await post(client, f"/transactions/{first_debit['id']}/reverse")
+    second = await post(client, "/accounts/86/invoices")
+    assert second["state"] == "paid"  # by the reversal
+
+    await post(client, f"/invoices/{first['id']}/void", status=200)
+
+    assert (await client.get(f"/invoices/{second['id']}")).json()["state"] == "paid"
+    balance = (await client.get("/accounts/86/balance")).json()
+    ledger = (await client.get("/accounts/86/transactions")).json()
+    assert balance["total_balance"] == ledger[-1]["balance"] == "0.00"
+    assert balance["available_credits"] == "0.00"
+
+
+async def test_void_refuses_to_take_a_reversal_back_off_a_frozen_invoice(service):
+    runtime, client = service
+    install = await post(
+        client, "/services", {"name": "Setup 87", "kind": "one_time", "price": "5.00"}
+    )
+    await account(runtime, 87)
+    await post(client, "/accounts/87/payments", {"amount": "5.00", "method": "cash"})
+    first_debit = await post(client, "/accounts/87/debits", {"service_id": install["id"]})
+    first = await post(client, "/accounts/87/invoices")
+    await post(client, "/accounts/87/debits", {"service_id": install["id"]})
+    await post(client, f"/transactions/{first_debit['id']}/reverse")
+    second = await post(client, "/accounts/87/invoices")
+    await client.patch(f"/invoices/{second['id']}", json={"frozen": True})
+
+    refused = await client.post(f"/invoices/{first['id']}/void")
+
+    assert refused.status_code == 409 and "frozen" in refused.json()["message"]
+    assert (await client.get(f"/invoices/{first['id']}")).json()["void"] is False
+    assert (await client.get(f"/invoices/{second['id']}")).json()["paid"] == "5.00"

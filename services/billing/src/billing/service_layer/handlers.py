@@ -918,7 +918,13 @@ async def void_invoice(uow: UnitOfWork, invoice_id: int, *, actor: str) -> Invoi
                 )
             if reversal is None or remaining <= 0:
                 continue
-            amount = min(await ledger.available_of(uow, reversal), remaining)
+            wanted = min(ledger.total_of(reversal), remaining)
+            amount = min(await ledger.available_of(uow, reversal), wanted)
+            if amount < wanted:
+                # The debit was reversed earlier and its reversal has since paid other
+                # invoices: it comes back here, where its debit is, and those invoices
+                # reopen (to be paid below from whatever credit the void frees).
+                amount += await ledger.take_back(uow, reversal, wanted - amount)
             if amount > 0:
                 ledger.apply(uow, reversal, invoice, amount)
                 remaining -= amount

@@ -225,6 +225,36 @@ def apply(uow: UnitOfWork, credit: Transaction, invoice: Invoice, amount: Decima
     )
 
 
+async def take_back(uow: UnitOfWork, credit: Transaction, amount: Decimal) -> Decimal:
+    """Take up to `amount` of a credit back off the invoices it pays, newest application
+    first, so it can be applied elsewhere. Frozen invoices cannot change (409). Returns
+    how much was taken back."""
+    applications = (
+        await uow.session.scalars(
+            select(CreditApplication)
+            .where(CreditApplication.credit_id == credit.id, CreditApplication.removed_at.is_(None))
+            .order_by(CreditApplication.id.desc())
+        )
+    ).all()
+    taken = ZERO
+    moment = now()
+    for application in applications:
+        if taken >= amount:
+            break
+        paid = await get_invoice(uow, application.invoice_id)
+        if paid.frozen:
+            raise Conflict(
+                f"credit {credit.id} pays frozen invoice {paid.number}: unfreeze it first"
+            )
+        part = min(application.amount, amount - taken)
+        application.removed_at = moment
+        if part < application.amount:
+            apply(uow, credit, paid, application.amount - part)
+        taken += part
+    await uow.session.flush()
+    return taken
+
+
 async def apply_available_credits(
     uow: UnitOfWork, payer_id: int, *, only: Invoice | None = None, limit: Decimal | None = None
 ) -> Decimal:
