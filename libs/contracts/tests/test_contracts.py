@@ -95,6 +95,45 @@ def test_every_starting_event_of_the_architecture_is_registered():
     } <= names
 
 
+def test_catalogue_events_travel_under_their_entry_not_an_account():
+    from decimal import Decimal
+
+    from backhaul_contracts.common import ServiceKind
+    from backhaul_contracts.events.accounts import AccountStatusDefined, AccountStatusDeleted
+    from backhaul_contracts.events.billing import ServiceDefined
+    from backhaul_contracts.topics import BILLING_EVENTS
+
+    now = datetime.now(UTC)
+    defined = AccountStatusDefined(
+        status_id=9,
+        name="Vacation",
+        activates_account=True,
+        icon="sun",
+        colour="#00BCD4",
+        defined_at=now,
+    )
+    deleted = AccountStatusDeleted(status_id=9, name="Vacation", deleted_at=now)
+    service = ServiceDefined(
+        service_id=12,
+        name="Fibre 100",
+        kind=ServiceKind.DATA,
+        price=Decimal("60.00"),
+        currency="USD",
+        download_kbps=100_000,
+        upload_kbps=20_000,
+        defined_at=now,
+    )
+    assert defined.subject == deleted.subject == "account-status:9"
+    assert service.subject == "service:12"
+    assert (defined.topic, service.topic) == (ACCOUNTS_EVENTS, BILLING_EVENTS)
+    for event in (defined, deleted, service):
+        envelope = Envelope.wrap(event, producer="test", subject=event.subject)
+        parsed_envelope, parsed = decode(envelope.to_bytes())
+        assert parsed == event
+        assert parsed_envelope.subject == event.subject
+    assert "subject" not in defined.model_dump()  # a routing detail, not part of the payload
+
+
 def test_dead_letter_topic_name():
     assert dead_letter_topic("accounts.events.v1", "billing") == "accounts.events.v1.billing.dlq"
 

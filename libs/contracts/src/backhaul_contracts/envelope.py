@@ -38,7 +38,13 @@ class Envelope(BaseModel):
     version: int = Field(ge=1)
     occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     producer: str = Field(min_length=1)
-    subject: str = Field(min_length=1, description="The account id the event is about")
+    subject: str = Field(
+        min_length=1,
+        description=(
+            "The account id the event is about; a catalogue event, about no account, names "
+            "its entry instead (account-status:<id>, service:<id>)"
+        ),
+    )
     correlation_id: UUID
     causation_id: UUID | None = None
     payload: dict[str, Any]

@@ -88,6 +88,54 @@ class ContactChanged(_AccountsEvent):
     removed: bool = False
 
 
+# -- the status catalogue -----------------------------------------------------------------
+# A status is about no account, so its events go under the subject `account-status:<id>`
+# (the Kafka key too): every event of one status stays in order, and consumers that look
+# for an account id in the subject find none and skip it.
+
+
+def status_subject(status_id: int) -> str:
+    """The envelope subject (and Kafka key) of a status's catalogue events."""
+    return f"account-status:{status_id}"
+
+
+@register
+class AccountStatusDefined(_AccountsEvent):
+    """A status as it now is: emitted when it is created, edited, and once for the statuses
+    that existed before this event did (the defaults). An upsert: the latest one wins."""
+
+    event_type = "AccountStatusDefined"
+
+    status_id: int
+    name: str
+    activates_account: bool
+    icon: str
+    colour: str
+    is_default: bool = Field(
+        default=False, description="Lead, Active and Inactive: never deleted, flag fixed"
+    )
+    defined_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return status_subject(self.status_id)
+
+
+@register
+class AccountStatusDeleted(_AccountsEvent):
+    """A custom status was deleted (only one that no account uses can be)."""
+
+    event_type = "AccountStatusDeleted"
+
+    status_id: int
+    name: str
+    deleted_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return status_subject(self.status_id)
+
+
 class _AccountsCommand(Event):
     topic = ACCOUNTS_COMMANDS
 

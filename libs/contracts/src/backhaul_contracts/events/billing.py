@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from backhaul_contracts.common import Proration, ServiceRef
+from backhaul_contracts.common import Proration, ServiceKind, ServiceRef
 from backhaul_contracts.envelope import Event, register
 from backhaul_contracts.topics import BILLING_COMMANDS, BILLING_EVENTS
 
@@ -98,6 +98,41 @@ class AccountDelinquencyChanged(_BillingEvent):
     delinquent: bool
     invoice_ids: list[int] = Field(default_factory=list)
     changed_at: datetime
+
+
+# -- the service catalogue ----------------------------------------------------------------
+# A catalogue service is about no account, so its events go under the subject
+# `service:<id>` (the Kafka key too): one service's events stay in order, and consumers that
+# look for an account id in the subject find none and skip it.
+
+
+def service_subject(service_id: int) -> str:
+    """The envelope subject (and Kafka key) of a catalogue service's events."""
+    return f"service:{service_id}"
+
+
+@register
+class ServiceDefined(_BillingEvent):
+    """A catalogue service as it now is: emitted when it is created (and edited, should that
+    become possible), and once for the services that existed before this event did. An
+    upsert: the latest one wins."""
+
+    event_type = "ServiceDefined"
+
+    service_id: int
+    name: str
+    kind: ServiceKind
+    price: Decimal
+    currency: str = Field(min_length=3, max_length=3)
+    download_kbps: int | None = None
+    upload_kbps: int | None = None
+    prorates: bool = True
+    tax_rate: Decimal | None = None
+    defined_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return service_subject(self.service_id)
 
 
 class _BillingCommand(Event):
