@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from accounts.config import AccountsSettings, get_settings
-from accounts.entrypoints import consumers
+from accounts.entrypoints import catalogue, consumers
 from accounts.entrypoints.api.routes import router
 from backhaul_kit.runtime import ServiceRuntime
 
@@ -21,4 +21,5 @@ def bootstrap(settings: AccountsSettings | None = None) -> ServiceRuntime:
     )
     runtime.include_router(router)
     consumers.register(runtime.consumer)
+    runtime.add_background(catalogue.announce_status_catalogue)
     return runtime

@@ -7,6 +7,9 @@ from backhaul_kit.testing import read_events
 
 pytestmark = pytest.mark.integration
 
+# A fresh database first publishes the default statuses (Lead, Active, Inactive).
+DEFAULT_STATUS_EVENTS = 3
+
 
 async def _account(client, **body):
     response = await client.post("/accounts", json={"name": "Acme", **body})
@@ -163,7 +166,9 @@ async def test_edits_are_logged_and_published(service, kafka_bootstrap, settings
         await client.get(f"/accounts/{account['id']}/logs", params={"actor": "nobody"})
     ).json() == []
 
-    events = await read_events(kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=4)
+    events = await read_events(
+        kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=DEFAULT_STATUS_EVENTS + 4
+    )
     updated = [
         e for e in events if e.event_type == "AccountUpdated" and e.subject == str(account["id"])
     ]

@@ -18,6 +18,9 @@ from backhaul_kit.testing import eventually, read_events
 
 pytestmark = pytest.mark.integration
 
+# A fresh database first publishes the default statuses (Lead, Active, Inactive).
+DEFAULT_STATUS_EVENTS = 3
+
 ADDRESS = {"line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
 CONTACT = {"name": "Ada Lovelace", "email": "ada@example.com"}
 
@@ -77,7 +80,9 @@ async def test_disconnect_moves_status_frees_address_logs_and_publishes(
     # The address is free again for a new account.
     await _create(client, name="Next tenant")
 
-    events = await read_events(kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=4)
+    events = await read_events(
+        kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=DEFAULT_STATUS_EVENTS + 4
+    )
     disconnected = [e for e in events if e.event_type == "AccountDisconnected"]
     assert len(disconnected) == 1
     payload = disconnected[0].payload
@@ -222,7 +227,9 @@ async def test_scheduler_disconnect_command_over_kafka_is_answered(
         return body
 
     await eventually(disconnected)
-    events = await read_events(kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=4)
+    events = await read_events(
+        kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=DEFAULT_STATUS_EVENTS + 4
+    )
     outcome = [e for e in events if e.event_type == "CommandSucceeded"]
     assert len(outcome) == 1 and outcome[0].causation_id == command.event_id
     assert outcome[0].payload["result"]["disconnection_id"]
@@ -237,7 +244,9 @@ async def test_scheduler_disconnect_command_over_kafka_is_answered(
         settings.topic("accounts.commands.v1"), again.to_bytes(), key=str(account["id"]).encode()
     )
     # AccountCreated, ContactChanged, AccountDisconnected, CommandSucceeded, CommandFailed
-    events = await read_events(kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=5)
+    events = await read_events(
+        kafka_bootstrap, settings.topic(ACCOUNTS_EVENTS), count=DEFAULT_STATUS_EVENTS + 5
+    )
     failed = [e for e in events if e.event_type == "CommandFailed"]
     assert failed and failed[0].causation_id == again.event_id
     assert failed[0].payload["code"] == "conflict"

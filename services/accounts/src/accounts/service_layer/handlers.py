@@ -87,6 +87,21 @@ def status_ref(status: AccountStatus) -> StatusRef:
     return StatusRef(id=status.id, name=status.name, activates_account=status.activates_account)
 
 
+async def announce_status(uow: UnitOfWork, status: AccountStatus) -> None:
+    """Stage AccountStatusDefined: the status as it now is (written, so it has its id)."""
+    await uow.session.flush()
+    event = events.AccountStatusDefined(
+        status_id=status.id,
+        name=status.name,
+        activates_account=status.activates_account,
+        icon=status.icon,
+        colour=status.colour,
+        is_default=status.is_default,
+        defined_at=_now(),
+    )
+    await uow.emit(event, subject=event.subject)
+
+
 def address_value(address: ServiceableAddress | None) -> Address | None:
     if address is None:
         return None
@@ -158,7 +173,7 @@ async def disconnect_status(uow: UnitOfWork) -> AccountStatus:
 async def create_status(
     uow: UnitOfWork, *, name: str, activates_account: bool, icon: str, colour: str
 ) -> AccountStatus:
-    """Add a custom account status; names are unique."""
+    """Add a custom account status; names are unique. Publishes AccountStatusDefined."""
     async with uow:
         colour = normalise_colour(colour)
         taken = await uow.session.scalar(
@@ -174,7 +189,7 @@ async def create_status(
             is_default=False,
         )
         uow.session.add(status)
-        await uow.session.flush()
+        await announce_status(uow, status)
         return status
 
 

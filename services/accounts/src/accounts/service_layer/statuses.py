@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import structlog
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from accounts.adapters.tables import Account, AccountStatus, Setting
 from accounts.domain.rules import SUGGESTED_STATUSES, normalise_colour
-from accounts.service_layer.handlers import DISCONNECT_STATUS_SETTING, get_status
+from accounts.service_layer.handlers import DISCONNECT_STATUS_SETTING, announce_status, get_status
+from backhaul_contracts.events.accounts import AccountStatusDeleted
 from backhaul_kit.errors import Conflict
 from backhaul_kit.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+# Set once every status has been announced; a new value would announce them all again.
+CATALOGUE_ANNOUNCED_SETTING = "status_catalogue_announced"
+CATALOGUE_ANNOUNCEMENT = "1"
 
 
 async def update_status(
@@ -20,7 +31,8 @@ async def update_status(
     colour: str | None = None,
     activates_account: bool | None = None,
 ) -> AccountStatus:
-    """Rename, re-icon or recolour a status; a default's activating flag is fixed."""
+    """Rename, re-icon or recolour a status; a default's activating flag is fixed. A change
+    publishes AccountStatusDefined."""
     async with uow:
         status = await get_status(uow, status_id)
         if name is not None and name != status.name:
@@ -48,11 +60,14 @@ async def update_status(
                     "activates them would change their billing silently; move them first"
                 )
             status.activates_account = activates_account
+        if uow.session.is_modified(status):
+            await announce_status(uow, status)
         return status
 
 
 async def delete_status(uow: UnitOfWork, status_id: int) -> None:
-    """Delete a custom status no account uses and that is not the disconnect status."""
+    """Delete a custom status no account uses and that is not the disconnect status; publishes
+    AccountStatusDeleted."""
     async with uow:
         status = await get_status(uow, status_id)
         if status.is_default:
@@ -65,7 +80,11 @@ async def delete_status(uow: UnitOfWork, status_id: int) -> None:
         setting = await uow.session.get(Setting, DISCONNECT_STATUS_SETTING)
         if setting is not None and int(setting.value) == status.id:
             raise Conflict(f"status {status.name!r} is the disconnect status in /settings")
+        deleted = AccountStatusDeleted(
+            status_id=status.id, name=status.name, deleted_at=datetime.now(UTC)
+        )
         await uow.session.delete(status)
+        await uow.emit(deleted, subject=deleted.subject)
 
 
 async def install_suggested_statuses(uow: UnitOfWork) -> list[AccountStatus]:
@@ -81,5 +100,39 @@ async def install_suggested_statuses(uow: UnitOfWork) -> list[AccountStatus]:
             )
             uow.session.add(status)
             added.append(status)
-        await uow.session.flush()
+        for status in added:
+            await announce_status(uow, status)
         return added
+
+
+async def announce_statuses(uow: UnitOfWork) -> int:
+    """Publish AccountStatusDefined for every status, once per database; returns how many.
+
+    The defaults come from a migration, and statuses older than the catalogue events were
+    written without one: this is how other services' replicas learn of them. Every later
+    change publishes its own event. The statuses are locked while they are read, so an edit
+    running at the same time is published after this announcement, never before it.
+    Idempotent: a second call (another replica, a restart) finds the setting and does nothing.
+    """
+    try:
+        async with uow:
+            statement = select(AccountStatus).order_by(AccountStatus.id)
+            if not uow.db.is_sqlite:
+                statement = statement.with_for_update()
+            statuses = list(await uow.session.scalars(statement))
+            done = await uow.session.get(Setting, CATALOGUE_ANNOUNCED_SETTING)
+            if done is not None and done.value == CATALOGUE_ANNOUNCEMENT:
+                return 0
+            for status in statuses:
+                await announce_status(uow, status)
+            if done is None:
+                uow.session.add(
+                    Setting(key=CATALOGUE_ANNOUNCED_SETTING, value=CATALOGUE_ANNOUNCEMENT)
+                )
+            else:
+                done.value = CATALOGUE_ANNOUNCEMENT
+            await uow.session.flush()
+    except IntegrityError:
+        return 0  # another replica announced them at the same moment, and got there first
+    log.info("status_catalogue_announced", statuses=len(statuses))
+    return len(statuses)
