@@ -11,14 +11,13 @@ from sqlalchemy import func, insert, select
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import StatusRef
-from backhaul_contracts.events.accounts import AccountStatusChanged
+from backhaul_contracts.events.accounts import AccountCreated, AccountStatusChanged
 from backhaul_contracts.topics import ACCOUNTS_EVENTS
 from backhaul_kit.kafka import create_broker
 from backhaul_kit.messaging.consumer import EventConsumer, Outcome, Record
 from backhaul_kit.messaging.outbox import Outbox
 from backhaul_kit.messaging.relay import OutboxRelay
 from backhaul_kit.messaging.tables import outbox_messages
-from backhaul_kit.telemetry import setup_tracing
 from backhaul_kit.testing import eventually
 from backhaul_kit.unit_of_work import UnitOfWork
 
@@ -231,7 +230,7 @@ async def test_consumer_through_kafka_commits_after_the_effect(db, settings, pro
             insert(effects).values(account_id=event.account_id, status=event.status.name)
         )
 
-    broker = create_broker(settings, setup_tracing("kit-test", None))
+    broker = create_broker(settings)
     consumer.subscribe(broker)
     await broker.start()
     try:
@@ -280,3 +279,99 @@ async def test_metrics_count_outcomes_and_dead_letters(db, settings, producer):
     assert (
         value("backhaul_dead_letters_total", service="kit-test", topic=settings.topic(TOPIC)) >= 1
     )
+
+
+async def test_a_batch_is_applied_in_one_transaction_in_order_with_its_duplicates_skipped(
+    db, settings, producer
+):
+    consumer = _consumer(db, settings, producer)
+
+    @consumer.on(AccountStatusChanged)
+    async def apply(event, envelope, uow):
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+
+    first = _record(_changed(20), 20, 0)
+    batch = [first, _record(_changed(21), 21, 1), first, _record(_changed(22, A), 22, 2)]
+    created = AccountCreated(account_id=23, name="n", status=B, created_at=datetime.now(UTC))
+
+    outcomes = await consumer.process_batch([*batch, _record(created, 23, 3)])
+
+    assert outcomes == [
+        Outcome.HANDLED,
+        Outcome.HANDLED,
+        Outcome.DUPLICATE,
+        Outcome.HANDLED,
+        Outcome.IGNORED,
+    ]
+    assert await _effects(db) == [(20, "Active"), (21, "Active"), (22, "Lead")]
+    assert await consumer.process_batch(batch) == [Outcome.DUPLICATE] * 4
+
+
+async def test_when_one_message_of_a_batch_fails_the_rest_apply_once_and_it_is_dead_lettered(
+    db, settings, producer
+):
+    """Message k fails and k+1 succeeds: k is dead-lettered, never skipped, and the batch's
+    other effects, rolled back with the failed batch, are applied exactly once."""
+    consumer = _consumer(db, settings, producer, attempts=2)
+    calls: list[int] = []
+
+    @consumer.on(AccountStatusChanged)
+    async def apply(event, envelope, uow):
+        calls.append(event.account_id)
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+        if event.account_id == 31:
+            raise ValueError("account 31 is cursed")
+
+    topic = settings.topic(TOPIC)
+    batch = [_record(_changed(n), n, n, topic) for n in (30, 31, 32)]
+
+    outcomes = await consumer.process_batch(batch)
+
+    assert outcomes == [Outcome.HANDLED, Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert await _effects(db) == [(30, "Active"), (32, "Active")]
+    # Together (30, 31 fails), then one at a time: 30, 31 twice, 32.
+    assert calls == [30, 31, 30, 31, 31, 32]
+    [dead] = await _read_topic(settings.kafka_bootstrap_servers, f"{topic}.kit-test.dlq", 1)
+    assert dict(dead.headers)["dlq.original_offset"] == b"31"
+
+
+async def test_a_backlog_is_consumed_in_batches_through_kafka(db, settings, producer):
+    """What piled up while the consumer was away comes in a few polls, not one per message."""
+    from prometheus_client import REGISTRY
+
+    consumer = _consumer(db, settings, producer)
+    consumer.service = "kit-batch-test"
+
+    @consumer.on(AccountStatusChanged)
+    async def apply(event, envelope, uow):
+        await uow.session.execute(
+            insert(effects).values(account_id=event.account_id, status=event.status.name)
+        )
+
+    topic = settings.topic(ACCOUNTS_EVENTS)
+    for n in range(200):
+        envelope = Envelope.wrap(_changed(1000 + n), producer="test", subject=1000 + n)
+        await producer.send(topic, envelope.to_bytes(), key=b"same-partition")
+    await producer.flush()
+
+    broker = create_broker(settings)
+    consumer.subscribe(broker)
+    await broker.start()
+    try:
+
+        async def all_applied():
+            assert await _effects(db) == [(1000 + n, "Active") for n in range(200)]
+
+        await eventually(all_applied)
+    finally:
+        await broker.stop()
+
+    labels = {"service": "kit-batch-test"}
+    batches = REGISTRY.get_sample_value("backhaul_consumer_batch_size_count", labels)
+    handled = REGISTRY.get_sample_value("backhaul_consumer_batch_size_sum", labels)
+    assert batches and handled
+    assert handled / batches > 10, (batches, handled)

@@ -32,7 +32,7 @@ async def test_the_consumer_continues_the_producers_trace(db, settings, producer
     async def remember(event, envelope, uow):
         seen.append(trace.get_current_span().get_span_context().trace_id)
 
-    broker = create_broker(settings, provider)
+    broker = create_broker(settings)
     consumer.subscribe(broker)
     await broker.start()
     try:

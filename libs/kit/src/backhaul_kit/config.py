@@ -68,6 +68,12 @@ class ServiceSettings(BaseSettings):
     # Delivery
     consumer_max_attempts: int = Field(default=5, ge=1)
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0)
+    consumer_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most records handled in one transaction"
+    )
+    consumer_batch_wait_ms: int = Field(
+        default=20, ge=1, le=5_000, description="How long an idle consumer waits per poll"
+    )
     outbox_poll_interval_seconds: float = Field(default=0.05, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1)
 

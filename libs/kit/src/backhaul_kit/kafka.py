@@ -13,9 +13,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from opentelemetry.sdk.trace import TracerProvider
 
 from backhaul_contracts.topics import dead_letter_topic
 from backhaul_kit.config import ServiceSettings
@@ -81,13 +79,13 @@ def _broker_security(settings: ServiceSettings) -> BaseSecurity | None:
     return None
 
 
-def create_broker(settings: ServiceSettings, tracer_provider: TracerProvider) -> KafkaBroker:
-    """A FastStream broker for the service's subscribers, with trace propagation."""
+def create_broker(settings: ServiceSettings) -> KafkaBroker:
+    """A FastStream broker for the service's subscribers. Tracing is the consumer's own: it
+    opens a span per event (continuing the producer's trace), not one per polled batch."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"backhaul-{settings.service_name}",
         security=_broker_security(settings),
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
         log_level=logging.DEBUG,
         graceful_timeout=10.0,
     )

@@ -47,6 +47,12 @@ EVENT_LATENCY = Histogram(
     ["service", "event_type"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+CONSUMER_BATCH_SIZE = Histogram(
+    "backhaul_consumer_batch_size",
+    "Events a consumer handled together in one transaction and one offset commit",
+    ["service"],
+    buckets=(2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
 DEAD_LETTERS = Counter(
     "backhaul_dead_letters_total", "Messages put on a dead-letter topic", ["service", "topic"]
 )

@@ -77,6 +77,8 @@ class ServiceRuntime:
             retry_backoff=settings.consumer_retry_backoff_seconds,
             topic_prefix=settings.kafka_topic_prefix,
             service=settings.service_name,
+            batch_size=settings.consumer_batch_size,
+            batch_wait_ms=settings.consumer_batch_wait_ms,
         )
         self.kafka_probe = KafkaProbe(settings)
         self.token_verifier = TokenVerifier(settings)
@@ -150,8 +152,8 @@ class ServiceRuntime:
         self.producer = create_producer(settings)
         await _retry(self.producer.start, what="kafka_producer")
         self.consumer.dead_letters = self.producer
-        provider = setup_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
-        self.broker = create_broker(settings, provider)
+        setup_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
+        self.broker = create_broker(settings)
         self.consumer.subscribe(self.broker)
         await _retry(self.broker.start, what="kafka_consumer")
         self.relay = OutboxRelay(

@@ -1,10 +1,17 @@
 """Idempotent event consumption: inbox, bounded retries, then the dead-letter topic.
 
-Each message is handled in one database transaction together with its inbox row; the
-offset is committed only after that transaction commits (FastStream's NACK_ON_ERROR ack
-policy with manual commits). A message that keeps failing is retried a bounded number of
-times in place, which holds back the partition so no later message overtakes it, then it
-goes to `<topic>.<group>.dlq` with the error and the partition moves on.
+The consumer takes what Kafka has ready in one poll (up to `batch_size` records) and
+handles it in one database transaction: each event's inbox row and effect, in partition
+order. The offsets are committed only after that transaction commits (FastStream's
+NACK_ON_ERROR ack policy with manual commits), so a crash anywhere replays the batch and
+the inbox turns the replay into no-ops. One transaction and one offset commit per batch
+instead of per message is what lets a consumer keep up with a storm.
+
+If anything in a batch fails, the whole transaction rolls back and the batch is handled
+again one message at a time: each message in its own transaction, a failing one retried a
+bounded number of times in place (which holds back its partition, so no later message
+overtakes it), then sent to `<topic>.<group>.dlq` with the error, and the partition moves
+on. A failure never skips a message and never applies one twice.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +30,7 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from backhaul_contracts import Envelope, Event, InvalidEventError, UnknownEventError, decode
 from backhaul_contracts.topics import dead_letter_topic
@@ -29,7 +38,14 @@ from backhaul_kit.context import flow
 from backhaul_kit.db import Database
 from backhaul_kit.messaging import inbox
 from backhaul_kit.messaging.outbox import Outbox
-from backhaul_kit.metrics import DEAD_LETTERS, EVENT_FAILURES, EVENT_LATENCY, EVENTS_HANDLED
+from backhaul_kit.metrics import (
+    CONSUMER_BATCH_SIZE,
+    DEAD_LETTERS,
+    EVENT_FAILURES,
+    EVENT_LATENCY,
+    EVENTS_HANDLED,
+)
+from backhaul_kit.telemetry import context_from_headers, tracer
 from backhaul_kit.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -57,6 +73,27 @@ class Record:
     offset: int = 0
     headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
 
+    @classmethod
+    def of(cls, raw: ConsumerRecord[Any, Any]) -> Record:
+        return cls(
+            topic=raw.topic,
+            value=raw.value,
+            key=raw.key,
+            partition=raw.partition,
+            offset=raw.offset,
+            headers=tuple(raw.headers or ()),
+        )
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A record this consumer has a handler for, decoded."""
+
+    record: Record
+    envelope: Envelope
+    event: Event
+    handler: Handler
+
 
 class DeadLetterPublisher(Protocol):
     async def send_and_wait(
@@ -83,6 +120,8 @@ class EventConsumer:
         retry_backoff: float = 0.2,
         topic_prefix: str = "",
         service: str | None = None,
+        batch_size: int = 500,
+        batch_wait_ms: int = 20,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -91,6 +130,8 @@ class EventConsumer:
         self.retry_backoff = retry_backoff
         self.topic_prefix = topic_prefix
         self.service = service or group
+        self.batch_size = batch_size
+        self.batch_wait_ms = batch_wait_ms
         self.dead_letters: DeadLetterPublisher | None = None
         self._handlers: dict[type[Event], Handler] = {}
         self._topics: set[str] = set()
@@ -118,8 +159,8 @@ class EventConsumer:
         if not self._topics:
             return
 
-        async def raw_body(message: Any) -> bytes:
-            return bytes(message.body)
+        async def no_body(message: Any) -> None:
+            return None  # the handler works on the raw records
 
         @broker.subscriber(
             *[f"{self.topic_prefix}{topic}" for topic in self.topics],
@@ -128,46 +169,87 @@ class EventConsumer:
             group_id=f"{self.topic_prefix}{self.group}",
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=raw_body,
+            batch=True,
+            max_records=self.batch_size,
+            batch_timeout_ms=self.batch_wait_ms,
+            decoder=no_body,
         )
-        async def on_message(body: bytes, message: KafkaMessage) -> None:
-            raw = cast(ConsumerRecord, message.raw_message)
-            await self.process(
-                Record(
-                    topic=raw.topic,
-                    value=raw.value,
-                    key=raw.key,
-                    partition=raw.partition,
-                    offset=raw.offset,
-                    headers=tuple(raw.headers or ()),
-                )
-            )
+        async def on_batch(body: Any, message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self.process_batch([Record.of(cast(ConsumerRecord, r)) for r in records])
+
+    async def process_batch(self, records: list[Record]) -> list[Outcome]:
+        """Handle a polled batch in one transaction; on any failure, one record at a time.
+
+        Returns each record's outcome, in order. Raises only if dead-lettering fails."""
+        outcomes: list[Outcome | None] = [None] * len(records)
+        batch: list[tuple[int, _Decoded]] = []
+        for n, record in enumerate(records):
+            decoded = await self._decode(record)
+            if isinstance(decoded, _Decoded):
+                batch.append((n, decoded))
+            else:
+                outcomes[n] = decoded
+        if len(batch) == 1:
+            n, decoded = batch[0]
+            outcomes[n] = await self._handle(decoded)
+        elif batch:
+            CONSUMER_BATCH_SIZE.labels(self.service).observe(len(batch))
+            try:
+                for n, outcome in zip(
+                    [n for n, _ in batch],
+                    await self._handle_together([d for _, d in batch]),
+                    strict=True,
+                ):
+                    outcomes[n] = outcome
+            except Exception as exc:
+                log.warning("event_batch_failed", size=len(batch), error=repr(exc))
+                for n, decoded in batch:
+                    outcomes[n] = await self._handle(decoded)
+        return [outcome or Outcome.IGNORED for outcome in outcomes]
 
     async def process(self, record: Record) -> Outcome:
         """Handle one record exactly once in effect; raises only if dead-lettering fails."""
-        started = time.perf_counter()
-        outcome, event_type = await self._process(record)
-        EVENTS_HANDLED.labels(self.service, event_type, outcome.value).inc()
-        if outcome is not Outcome.IGNORED:
-            EVENT_LATENCY.labels(self.service, event_type).observe(time.perf_counter() - started)
-        return outcome
+        decoded = await self._decode(record)
+        if not isinstance(decoded, _Decoded):
+            return decoded
+        return await self._handle(decoded)
 
-    async def _process(self, record: Record) -> tuple[Outcome, str]:
+    async def _decode(self, record: Record) -> _Decoded | Outcome:
         try:
             envelope, event = decode(record.value)
         except (InvalidEventError, UnknownEventError) as exc:
             await self._dead_letter(record, exc, attempts=1)
-            return Outcome.DEAD_LETTERED, "undecodable"
-        span = trace.get_current_span()
-        span.set_attribute("backhaul.event_id", str(envelope.event_id))
-        span.set_attribute("backhaul.event_type", envelope.event_type)
-        span.set_attribute("backhaul.account_id", envelope.subject)
+            EVENTS_HANDLED.labels(self.service, "undecodable", Outcome.DEAD_LETTERED.value).inc()
+            return Outcome.DEAD_LETTERED
         handler = self._handlers.get(type(event))
         if handler is None:
-            return Outcome.IGNORED, envelope.event_type
+            EVENTS_HANDLED.labels(self.service, envelope.event_type, Outcome.IGNORED.value).inc()
+            return Outcome.IGNORED
+        return _Decoded(record, envelope, event, handler)
+
+    async def _handle_together(self, batch: list[_Decoded]) -> list[Outcome]:
+        """Every event of the batch, its inbox row and its effect in one transaction."""
+        outcomes: list[Outcome] = []
+        timings: list[float] = []
+        async with UnitOfWork(self.db, self.outbox) as uow:
+            for decoded in batch:
+                started = time.perf_counter()
+                outcomes.append(await self._apply(decoded, uow))
+                timings.append(time.perf_counter() - started)
+        for decoded, outcome, seconds in zip(batch, outcomes, timings, strict=True):
+            self._count(decoded, outcome, seconds)
+        return outcomes
+
+    async def _handle(self, decoded: _Decoded) -> Outcome:
+        """One event in its own transaction, retried in place, then dead-lettered."""
+        envelope = decoded.envelope
         for attempt in range(1, self.max_attempts + 1):
+            started = time.perf_counter()
             try:
-                return await self._handle_once(handler, event, envelope), envelope.event_type
+                async with UnitOfWork(self.db, self.outbox) as uow:
+                    outcome = await self._apply(decoded, uow)
             except Exception as exc:
                 EVENT_FAILURES.labels(self.service, envelope.event_type).inc()
                 log.warning(
@@ -178,30 +260,62 @@ class EventConsumer:
                     error=repr(exc),
                 )
                 if attempt == self.max_attempts:
-                    await self._dead_letter(record, exc, attempts=attempt)
-                    return Outcome.DEAD_LETTERED, envelope.event_type
+                    await self._dead_letter(decoded.record, exc, attempts=attempt)
+                    self._count(decoded, Outcome.DEAD_LETTERED, time.perf_counter() - started)
+                    return Outcome.DEAD_LETTERED
                 await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
+            else:
+                self._count(decoded, outcome, time.perf_counter() - started)
+                return outcome
         raise AssertionError("unreachable")
 
-    async def _handle_once(self, handler: Handler, event: Event, envelope: Envelope) -> Outcome:
+    async def _apply(self, decoded: _Decoded, uow: UnitOfWork) -> Outcome:
+        """Claim the event's inbox row and run its handler, inside `uow`'s transaction, in
+        the event's own trace, correlation and log context."""
+        envelope = decoded.envelope
         with (
+            self._span(decoded),
             flow(envelope.correlation_id, envelope.event_id),
             structlog.contextvars.bound_contextvars(
                 account_id=envelope.subject, event_id=str(envelope.event_id)
             ),
         ):
-            async with UnitOfWork(self.db, self.outbox) as uow:
-                if not await inbox.claim(uow.session, self.group, envelope):
-                    log.info("event_duplicate_skipped", event_id=str(envelope.event_id))
-                    return Outcome.DUPLICATE
-                await handler(event, envelope, uow)
-        log.info(
-            "event_handled",
-            event_type=envelope.event_type,
-            event_id=str(envelope.event_id),
-            account_id=envelope.subject,
-        )
+            if not await inbox.claim(uow.session, self.group, envelope):
+                log.info("event_duplicate_skipped", event_id=str(envelope.event_id))
+                return Outcome.DUPLICATE
+            await decoded.handler(decoded.event, envelope, uow)
+            log.info(
+                "event_handled",
+                event_type=envelope.event_type,
+                event_id=str(envelope.event_id),
+                account_id=envelope.subject,
+            )
         return Outcome.HANDLED
+
+    def _span(self, decoded: _Decoded) -> AbstractContextManager[Span]:
+        """A consumer span that continues the producer's trace (from the record's headers)."""
+        record, envelope = decoded.record, decoded.envelope
+        return tracer().start_as_current_span(
+            f"{record.topic} process",
+            context=context_from_headers(record.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self.group,
+                "backhaul.event_id": str(envelope.event_id),
+                "backhaul.event_type": envelope.event_type,
+                "backhaul.account_id": envelope.subject,
+            },
+        )
+
+    def _count(self, decoded: _Decoded, outcome: Outcome, seconds: float) -> None:
+        event_type = decoded.envelope.event_type
+        EVENTS_HANDLED.labels(self.service, event_type, outcome.value).inc()
+        EVENT_LATENCY.labels(self.service, event_type).observe(seconds)
 
     async def _dead_letter(self, record: Record, error: BaseException, *, attempts: int) -> None:
         if self.dead_letters is None:
