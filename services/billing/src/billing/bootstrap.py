@@ -6,7 +6,7 @@ from pathlib import Path
 
 from backhaul_kit.runtime import ServiceRuntime
 from billing.config import BillingSettings, get_settings
-from billing.entrypoints import consumers, timers
+from billing.entrypoints import catalogue, consumers, timers
 from billing.entrypoints.api.routes import router
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -25,4 +25,5 @@ def bootstrap(settings: BillingSettings | None = None) -> ServiceRuntime:
     runtime.include_router(router)
     consumers.register(runtime.consumer)
     runtime.add_background(timers.run_daily_billing)
+    runtime.add_background(catalogue.announce_service_catalogue)
     return runtime

@@ -144,7 +144,8 @@ async def test_add_data_service_debits_and_publishes_with_speeds(
     assert balance["total_balance"] == "49.99"
     assert balance["next_recurring_charge"] == "49.99"
 
-    events = await read_events(kafka_bootstrap, settings.topic(BILLING_EVENTS), count=1)
+    # ServiceDefined (the catalogue), then AccountServiceAdded
+    events = await read_events(kafka_bootstrap, settings.topic(BILLING_EVENTS), count=2)
     added_event = next(e for e in events if e.event_type == "AccountServiceAdded")
     assert added_event.payload["service"]["download_kbps"] == 100_000
     assert added_event.subject == "42"
@@ -220,7 +221,8 @@ async def test_final_invoice_once_per_disconnection(service, settings, kafka_boo
     )
     assert len((await client.get("/accounts/45/invoices")).json()) == 1
 
-    events = await read_events(kafka_bootstrap, settings.topic(BILLING_EVENTS), count=2)
+    # ServiceDefined, AccountServiceAdded, InvoiceIssued
+    events = await read_events(kafka_bootstrap, settings.topic(BILLING_EVENTS), count=3)
     issued = [e for e in events if e.event_type == "InvoiceIssued"]
     assert len(issued) == 1
     assert issued[0].payload["final"] is True

@@ -114,7 +114,8 @@ async def test_leap_year_activation_is_prorated_and_the_run_bills_the_next_perio
     )
     balance = (await client.get("/accounts/60/balance")).json()
     assert balance["delinquent"] is False and balance["total_balance"] == "0.00"
-    events = await read_events(kafka_bootstrap, settings.topic(BILLING_EVENTS), count=4)
+    # ServiceDefined first, then the account's own events
+    events = await read_events(kafka_bootstrap, settings.topic(BILLING_EVENTS), count=5)
     assert [
         e.payload["delinquent"] for e in events if e.event_type == "AccountDelinquencyChanged"
     ] == [True, False]

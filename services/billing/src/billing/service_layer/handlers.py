@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import Proration, ServiceKind, ServiceRef
@@ -41,6 +42,60 @@ log = structlog.get_logger(__name__)
 # -- catalogue ----------------------------------------------------------------------------
 
 
+# Set once every service has been announced; a new value would announce them all again.
+CATALOGUE_ANNOUNCED_SETTING = "service_catalogue_announced"
+CATALOGUE_ANNOUNCEMENT = "1"
+
+
+async def announce_service(uow: UnitOfWork, service: Service) -> None:
+    """Stage ServiceDefined: the catalogue service as it now is (written, so it has its id)."""
+    await uow.session.flush()
+    event = events.ServiceDefined(
+        service_id=service.id,
+        name=service.name,
+        kind=ServiceKind(service.kind),
+        price=service.price,
+        currency=service.currency,
+        download_kbps=service.download_kbps,
+        upload_kbps=service.upload_kbps,
+        prorates=service.prorates,
+        tax_rate=service.tax_rate,
+        defined_at=now(),
+    )
+    await uow.emit(event, subject=event.subject)
+
+
+async def announce_services(uow: UnitOfWork) -> int:
+    """Publish ServiceDefined for every catalogue service, once per database; returns how many.
+
+    Services older than the catalogue events were written without one: this is how other
+    services' replicas (the scheduler's) learn of them. Every later one publishes its own.
+    Idempotent: a second call (another replica, a restart) finds the setting and does nothing.
+    """
+    try:
+        async with uow:
+            statement = select(Service).order_by(Service.id)
+            if not uow.db.is_sqlite:
+                statement = statement.with_for_update()
+            services = list(await uow.session.scalars(statement))
+            done = await uow.session.get(Setting, CATALOGUE_ANNOUNCED_SETTING)
+            if done is not None and done.value == CATALOGUE_ANNOUNCEMENT:
+                return 0
+            for service in services:
+                await announce_service(uow, service)
+            if done is None:
+                uow.session.add(
+                    Setting(key=CATALOGUE_ANNOUNCED_SETTING, value=CATALOGUE_ANNOUNCEMENT)
+                )
+            else:
+                done.value = CATALOGUE_ANNOUNCEMENT
+            await uow.session.flush()
+    except IntegrityError:
+        return 0  # another replica announced them at the same moment, and got there first
+    log.info("service_catalogue_announced", services=len(services))
+    return len(services)
+
+
 @dataclass(frozen=True)
 class NewService:
     name: str
@@ -55,7 +110,7 @@ class NewService:
 
 async def create_service(uow: UnitOfWork, new: NewService) -> Service:
     """Add a catalogue service. Only adjustments may have a negative price; a data service
-    needs its speeds."""
+    needs its speeds. Publishes ServiceDefined."""
     async with uow:
         price = parse_amount(new.price, what="price")
         if price < 0 and new.kind is not ServiceKind.ADJUSTMENT:
@@ -79,7 +134,7 @@ async def create_service(uow: UnitOfWork, new: NewService) -> Service:
             created_at=now(),
         )
         uow.session.add(service)
-        await uow.session.flush()
+        await announce_service(uow, service)
         return service
 
 
