@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_request_header_bytes: int = Field(
+        default=16_384, ge=1024, description="Most bytes of header lines a request may carry"
+    )
 
     # Database: SQLite file per service by default, PostgreSQL by DATABASE_URL.
     database_url: str | None = None

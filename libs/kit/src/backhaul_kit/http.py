@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backhaul_kit.context import flow
 from backhaul_kit.errors import DomainError
@@ -42,6 +43,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown id"},
     409: {"model": ErrorBody, "description": "Conflicts with the current state"},
     413: {"model": ErrorBody, "description": "Request body too large"},
+    431: {"model": ErrorBody, "description": "Request headers too large"},
     422: {"model": ErrorBody, "description": "Invalid input; `detail` names each field"},
 }
 """Documented on every API route, so the OpenAPI says what each error looks like."""
@@ -151,6 +153,39 @@ class BodySizeLimitMiddleware(BaseHTTPMiddleware):
         if length and length.isdigit() and int(length) > self.max_bytes:
             return _error(413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
         return await call_next(request)
+
+
+class HeaderSizeLimitMiddleware:
+    """Refuses a request whose header lines (`name: value` and CRLF, as on the wire) add up
+    to more than `max_bytes`, with a JSON 431 like every other error.
+
+    The HTTP server buffers a request's head before the app sees it; `server_head_limit`
+    is the hard cap it is given, above this limit, so that a request slightly over the limit
+    gets this clear answer while nothing is buffered without bound (beyond the cap, the server
+    itself answers 400)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.max_bytes:
+                response = _error(
+                    431,
+                    "request_headers_too_large",
+                    f"request headers exceed {self.max_bytes} bytes",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def server_head_limit(max_header_bytes: int) -> int:
+    """What the HTTP server may buffer of a request's head (request line and headers): the
+    header limit plus room for a long request line."""
+    return max_header_bytes + 16_384
 
 
 def health_router(runtime: ServiceRuntime) -> APIRouter:

@@ -31,8 +31,10 @@ from backhaul_kit.http import (
     ERROR_RESPONSES,
     BodySizeLimitMiddleware,
     CorrelationMiddleware,
+    HeaderSizeLimitMiddleware,
     health_router,
     install_error_handlers,
+    server_head_limit,
 )
 from backhaul_kit.kafka import (
     KafkaProbe,
@@ -114,6 +116,9 @@ class ServiceRuntime:
         app.state.runtime = self
         install_error_handlers(app)
         app.add_middleware(BodySizeLimitMiddleware, max_bytes=self.settings.max_request_body_bytes)
+        app.add_middleware(
+            HeaderSizeLimitMiddleware, max_bytes=self.settings.max_request_header_bytes
+        )
         app.add_middleware(CorrelationMiddleware)
         app.add_middleware(RequestMetricsMiddleware, service=self.settings.service_name)
         app.include_router(health_router(self))
@@ -231,6 +236,7 @@ class ServiceRuntime:
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=10,
+                h11_max_incomplete_event_size=server_head_limit(settings.max_request_header_bytes),
             )
         finally:
             shutdown_tracing()
