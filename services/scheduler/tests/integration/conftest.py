@@ -11,8 +11,14 @@ from aiokafka import AIOKafkaProducer
 
 from backhaul_contracts import Envelope, Event
 from backhaul_contracts.common import ServiceKind, ServiceRef, StatusRef
-from backhaul_contracts.events.accounts import AccountCreated, AccountDisconnected
-from backhaul_contracts.events.billing import AccountServiceAdded
+from backhaul_contracts.events.accounts import (
+    AccountCreated,
+    AccountDisconnected,
+    AccountStatusDefined,
+)
+from backhaul_contracts.events.billing import AccountServiceAdded, ServiceDefined
+from backhaul_kit.testing import eventually
+from scheduler.adapters.tables import KnownService, KnownStatus
 
 ACTIVE = StatusRef(id=2, name="Active", activates_account=True)
 INACTIVE = StatusRef(id=3, name="Inactive", activates_account=False)
@@ -28,21 +34,48 @@ class OtherServices:
     async def publish(
         self,
         event: Event,
-        account_id: int,
+        subject: int | str,
         *,
         topic: str | None = None,
         causation_id: UUID | None = None,
         producer: str = "test",
     ) -> Envelope:
+        """Publish under `subject`: an account id, or a catalogue entry's subject."""
         envelope = Envelope.wrap(
-            event, producer=producer, subject=account_id, causation_id=causation_id
+            event, producer=producer, subject=subject, causation_id=causation_id
         )
         await self.producer.send_and_wait(
             f"{self.prefix}{topic or event.topic}",
             envelope.to_bytes(),
-            key=str(account_id).encode(),
+            key=str(subject).encode(),
         )
         return envelope
+
+    async def status_defined(self, status: StatusRef) -> None:
+        """Accounts' catalogue: the status exists."""
+        event = AccountStatusDefined(
+            status_id=status.id,
+            name=status.name,
+            activates_account=status.activates_account,
+            icon="circle",
+            colour="#9E9E9E",
+            defined_at=datetime.now(UTC),
+        )
+        await self.publish(event, event.subject)
+
+    async def service_defined(self, service_id: int, kind: ServiceKind) -> None:
+        """Billing's catalogue: the service exists."""
+        event = ServiceDefined(
+            service_id=service_id,
+            name=f"Service {service_id}",
+            kind=kind,
+            price=Decimal("50.00"),
+            currency="USD",
+            download_kbps=10_000 if kind is ServiceKind.DATA else None,
+            upload_kbps=10_000 if kind is ServiceKind.DATA else None,
+            defined_at=datetime.now(UTC),
+        )
+        await self.publish(event, event.subject)
 
     async def account_created(
         self, account_id: int, status: StatusRef = ACTIVE, parent_account_id: int | None = None
@@ -173,3 +206,33 @@ async def owners(others, kafka_bootstrap, service):
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+class Catalogue:
+    """Accounts' and billing's catalogues, published over Kafka and waited for until the
+    scheduler's replica has them."""
+
+    def __init__(self, runtime, others: OtherServices) -> None:
+        self.runtime = runtime
+        self.others = others
+
+    async def _replicated(self, model: type, key: int) -> None:
+        async def known() -> None:
+            async with self.runtime.uow() as uow:
+                assert await uow.session.get(model, key) is not None, f"{model.__name__} {key}"
+
+        await eventually(known, timeout=60)
+
+    async def status(self, status: StatusRef) -> None:
+        await self.others.status_defined(status)
+        await self._replicated(KnownStatus, status.id)
+
+    async def service(self, service_id: int, kind: ServiceKind = ServiceKind.RECURRING) -> None:
+        await self.others.service_defined(service_id, kind)
+        await self._replicated(KnownService, service_id)
+
+
+@pytest.fixture
+async def catalogue(service, others):
+    runtime, _client = service
+    return Catalogue(runtime, others)

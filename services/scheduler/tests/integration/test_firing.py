@@ -15,7 +15,7 @@ from backhaul_contracts.events.outcomes import CommandSucceeded
 from backhaul_contracts.topics import ACCOUNTS_COMMANDS, ACCOUNTS_EVENTS
 from backhaul_kit.messaging.tables import outbox_messages
 from backhaul_kit.testing import eventually, read_events
-from scheduler.adapters.tables import KnownAccount, ScheduledEvent
+from scheduler.adapters.tables import KnownAccount, KnownStatus, ScheduledEvent
 from scheduler.bootstrap import bootstrap
 from scheduler.domain.rules import Action, State
 from scheduler.service_layer import handlers
@@ -44,6 +44,20 @@ async def know_accounts(runtime, *account_ids: int) -> None:
             )
 
 
+async def know_statuses(runtime, *status_ids: int) -> None:
+    """The status catalogue's replica, as AccountStatusDefined would have filled it."""
+    async with runtime.uow() as uow:
+        for status_id in status_ids:
+            uow.session.add(
+                KnownStatus(
+                    id=status_id,
+                    name=f"Status {status_id}",
+                    activates_account=False,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+
+
 async def state_of(runtime, event_id: UUID) -> ScheduledEvent:
     async with runtime.uow() as uow:
         return await handlers.get_event(uow, event_id)
@@ -61,6 +75,7 @@ async def commands_in_outbox(runtime) -> list[Envelope]:
 
 async def test_events_fire_when_the_clock_reaches_them_and_fail_without_an_answer(idle):
     await know_accounts(idle, 301)
+    await know_statuses(idle, 3)
     event = await handlers.schedule(
         idle.uow(),
         handlers.Schedule(
@@ -145,6 +160,7 @@ async def test_events_missed_while_down_fire_on_restart_in_time_order_per_accoun
     down = bootstrap(settings)
     await asyncio.to_thread(down.migrate)
     await know_accounts(down, 311, 312)
+    await know_statuses(down, 1, 2, 3)
     now = datetime.now(UTC)
     # Created newest first, so creation order cannot pass for time order.
     for account_id in (311, 312):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backhaul_contracts.common import ServiceKind
+from backhaul_contracts.common import ServiceKind, StatusRef
 from backhaul_contracts.events.outcomes import CommandFailed, CommandSucceeded, FailureCode
 from backhaul_contracts.topics import (
     ACCOUNTS_COMMANDS,
@@ -18,6 +18,9 @@ from backhaul_contracts.topics import (
 from backhaul_kit.testing import bearer, eventually, read_events
 
 pytestmark = pytest.mark.integration
+
+ACTIVE = StatusRef(id=2, name="Active", activates_account=True)
+SEASONAL = StatusRef(id=7, name="Seasonal", activates_account=False)
 
 
 def soon(seconds: float = 1.0) -> str:
@@ -48,10 +51,11 @@ async def schedule(client, **body):
 
 
 async def test_a_status_change_fires_on_time_and_completes_with_the_owners_result(
-    service, others, kafka_bootstrap, settings
+    service, others, catalogue, kafka_bootstrap, settings
 ):
     _runtime, client = service
     await known_account(client, others, 101)
+    await catalogue.status(SEASONAL)
 
     created = await schedule(
         client,
@@ -108,10 +112,11 @@ async def test_a_status_change_fires_on_time_and_completes_with_the_owners_resul
 
 
 async def test_a_refused_add_service_fails_with_the_owners_reason(
-    service, others, kafka_bootstrap, settings
+    service, others, catalogue, kafka_bootstrap, settings
 ):
     _, client = service
     await known_account(client, others, 102)
+    await catalogue.service(11, ServiceKind.DATA)
     created = await schedule(
         client,
         account_id=102,
@@ -155,9 +160,12 @@ async def test_a_refused_add_service_fails_with_the_owners_reason(
     assert published[-1].payload["reason"] == reason
 
 
-async def test_bad_input_is_refused_naming_the_problem_and_creates_nothing(service, others):
+async def test_bad_input_is_refused_naming_the_problem_and_creates_nothing(
+    service, others, catalogue
+):
     _, client = service
     await known_account(client, others, 103)
+    await catalogue.status(ACTIVE)
     await others.account_created(104)
     await others.account_disconnected(104)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backhaul_contracts.common import ServiceKind
+from backhaul_contracts.common import ServiceKind, StatusRef
 from backhaul_kit.testing import bearer, eventually
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,10 @@ def at(seconds: float) -> str:
 
 async def account_on_fiber(client, others, account_id: int) -> None:
     """An account on the normal data service, as the replicas learn it from events."""
+    await others.status_defined(StatusRef(id=ACTIVE_STATUS, name="Active", activates_account=True))
+    await others.status_defined(
+        StatusRef(id=VACATION_STATUS, name="Vacation", activates_account=True)
+    )
     await others.account_created(account_id)
     await others.service_added(
         account_id, account_service_id=account_id * 10, service_id=FIBER, kind=ServiceKind.DATA
@@ -45,6 +49,18 @@ async def account_on_fiber(client, others, account_id: int) -> None:
         assert probe.status_code == 201, probe.text
         await client.post(f"/scheduled-events/{probe.json()['id']}/cancel")
         assert "'Service 10' (10)" in " ".join(probe.json()["warnings"]), probe.json()
+        for status_id in (ACTIVE_STATUS, VACATION_STATUS):
+            # A past time is refused once the status is known; before, the status is.
+            known = await client.post(
+                "/scheduled-events",
+                json={
+                    "account_id": account_id,
+                    "action": "change_status",
+                    "run_at": "2001-01-01T00:00:00Z",
+                    "parameters": {"status_id": status_id},
+                },
+            )
+            assert "in the past" in known.json()["message"], known.text
 
     await eventually(replicated, timeout=60)
 

@@ -94,7 +94,9 @@ class KnownAccountService(Base):
 
 
 class KnownService(Base):
-    """What billing's events told us of a catalogue service (its kind decides warnings)."""
+    """The replica of billing's service catalogue: from ServiceDefined, and from the services
+    seen on accounts (AccountServiceAdded/Removed). Its kind decides warnings; a service not
+    here cannot be scheduled for addition."""
 
     __tablename__ = "known_services"
 
@@ -103,11 +105,24 @@ class KnownService(Base):
     kind: Mapped[str] = mapped_column(String(20))
 
 
+class KnownStatus(Base):
+    """The replica of accounts' status catalogue (AccountStatusDefined/Deleted): a status not
+    here cannot be scheduled."""
+
+    __tablename__ = "known_statuses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    activates_account: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 __all__ = [
     "Base",
     "KnownAccount",
     "KnownAccountService",
     "KnownService",
+    "KnownStatus",
     "ScheduledEvent",
     "Vacation",
 ]

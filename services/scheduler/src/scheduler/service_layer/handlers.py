@@ -27,6 +27,7 @@ from scheduler.adapters.tables import (
     KnownAccount,
     KnownAccountService,
     KnownService,
+    KnownStatus,
     ScheduledEvent,
     Vacation,
 )
@@ -86,6 +87,34 @@ async def _schedulable_account(uow: UnitOfWork, account_id: int) -> KnownAccount
     if account.disconnected:
         raise Conflict(f"account {account_id} is disconnected; nothing can be scheduled on it")
     return account
+
+
+async def _known_status(uow: UnitOfWork, status_id: int, *, what: str = "status_id") -> None:
+    if await uow.session.get(KnownStatus, status_id) is None:
+        raise InvalidInput(
+            f"{what}: account status {status_id} does not exist (not in the catalogue accounts "
+            "has published; GET /account-statuses on accounts lists the statuses)"
+        )
+
+
+async def _known_service(uow: UnitOfWork, service_id: int, *, what: str = "service_id") -> None:
+    if await uow.session.get(KnownService, service_id) is None:
+        raise InvalidInput(
+            f"{what}: service {service_id} does not exist (not in the catalogue billing has "
+            "published; GET /services on billing lists the services)"
+        )
+
+
+async def _ensure_catalogue_has(uow: UnitOfWork, parameters: rules.Parameters) -> None:
+    """The status to move to, or the service to add, must exist (422 naming it otherwise).
+
+    Known from the catalogue events of accounts and billing. A service to remove is not
+    checked: that it will not be on the account is already a warning.
+    """
+    if isinstance(parameters, rules.ChangeStatusParameters):
+        await _known_status(uow, parameters.status_id, what="parameters.status_id")
+    elif isinstance(parameters, rules.AddServiceParameters):
+        await _known_service(uow, parameters.service_id, what="parameters.service_id")
 
 
 async def get_event(uow: UnitOfWork, event_id: UUID, *, for_update: bool = False) -> ScheduledEvent:
@@ -204,13 +233,15 @@ async def schedule(
 ) -> ScheduledEvent:
     """Schedule one action on an account; emit ScheduledEventCreated.
 
-    Refuses an unknown or disconnected account, bad parameters, a malformed time zone and a
-    time in the past; warns when the event can already be seen to fail at its time.
+    Refuses an unknown or disconnected account, bad parameters (among them a status or a
+    service to add that does not exist), a malformed time zone and a time in the past; warns
+    when the event can already be seen to fail at its time.
     """
     now = now or _now()
     async with uow:
         await _schedulable_account(uow, command.account_id)
         parameters = rules.parse_parameters(command.action, command.parameters)
+        await _ensure_catalogue_has(uow, parameters)
         run_at, warnings = rules.resolve_run_at(command.run_at, command.time_zone)
         rules.ensure_future(run_at, now)
         warnings += await _foresee(uow, command.account_id, command.action, parameters, run_at, 0)
@@ -245,7 +276,8 @@ async def reschedule(
     actor: str,
     now: datetime | None = None,
 ) -> ScheduledEvent:
-    """Edit a pending event's time, parameters or note (409 once it has fired)."""
+    """Edit a pending event's time, parameters or note (409 once it has fired); new
+    parameters are refused like a new event's."""
     now = now or _now()
     async with uow:
         row = await get_event(uow, event_id, for_update=True)
@@ -259,6 +291,9 @@ async def reschedule(
         action = Action(row.action)
         raw = change.parameters if change.parameters is not None else row.parameters
         parameters = rules.parse_parameters(action, raw)
+        if change.parameters is not None:
+            # New parameters are checked like a new event's; unchanged ones were at creation.
+            await _ensure_catalogue_has(uow, parameters)
         warnings: list[str] = []
         run_at = row.run_at
         zone = change.time_zone if change.time_zone is not None else row.time_zone
@@ -342,11 +377,19 @@ async def plan_vacation(
     """Create a vacation's linked events: on leaving, status to the vacation status and the data
     service swapped for the vacation one; on returning, the reverse (seed 002).
 
-    The normal status and data service default to the account's current ones.
+    The normal status and data service default to the account's current ones. Every status
+    and service it names must exist (422 naming the unknown one), or nothing is created.
     """
     now = now or _now()
     async with uow:
         account = await _schedulable_account(uow, command.account_id)
+        await _known_status(uow, command.vacation_status_id, what="vacation_status_id")
+        await _known_service(uow, command.vacation_service_id, what="vacation_service_id")
+        # The defaults (the account's current status and data service) are known already.
+        if command.normal_status_id is not None:
+            await _known_status(uow, command.normal_status_id, what="normal_status_id")
+        if command.normal_service_id is not None:
+            await _known_service(uow, command.normal_service_id, what="normal_service_id")
         leave_at, leave_reading = rules.resolve_run_at(command.leave_at, command.time_zone)
         return_at, return_reading = rules.resolve_run_at(command.return_at, command.time_zone)
         # How the dates were read is said once, on the vacation's first event.
@@ -859,6 +902,38 @@ async def on_account_disconnected(
         account.parent_id = event.parent_account_id
         account.disconnected = True
         account.updated_at = envelope.occurred_at
+
+
+async def on_account_status_defined(
+    event: accounts_events.AccountStatusDefined, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Remember the status as it now is: events can now be scheduled to move to it."""
+    async with uow:
+        known = await uow.session.get(KnownStatus, event.status_id)
+        if known is None:
+            known = KnownStatus(id=event.status_id)
+            uow.session.add(known)
+        elif known.updated_at > envelope.occurred_at:
+            return  # an older announcement, replayed: what we know is newer
+        known.name = event.name
+        known.activates_account = event.activates_account
+        known.updated_at = envelope.occurred_at
+
+
+async def on_account_status_deleted(
+    event: accounts_events.AccountStatusDeleted, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Forget a deleted status: nothing new can be scheduled to move to it."""
+    async with uow:
+        await uow.session.execute(delete(KnownStatus).where(KnownStatus.id == event.status_id))
+
+
+async def on_service_defined(
+    event: billing_events.ServiceDefined, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Remember the catalogue service: it can now be scheduled for addition."""
+    async with uow:
+        await _know_service(uow, event.service_id, event.name, event.kind)
 
 
 async def _know_service(uow: UnitOfWork, service_id: int, name: str, kind: str) -> None:
