@@ -59,7 +59,10 @@ async def create_scheduled_event(
 ) -> ScheduledEventOut:
     """Schedule a disconnect, status change, service addition or removal on an account.
 
-    The answer carries `warnings` when the event can already be seen to fail at its time.
+    An account the scheduler has not heard of is a 404. A status to move to, or a service to
+    add, that is not in accounts' or billing's catalogue (as their events told the scheduler)
+    is a 422 naming it; nothing is created. The answer carries `warnings` when the event can
+    already be seen to fail at its time.
     """
     row = await handlers.schedule(
         uow,
@@ -132,7 +135,10 @@ async def get_scheduled_event(event_id: UUID, uow: UnitOfWorkDep) -> ScheduledEv
 async def edit_scheduled_event(
     event_id: UUID, body: ScheduledEventPatch, uow: UnitOfWorkDep, actor: ActorDep
 ) -> ScheduledEventOut:
-    """Change a pending event's time, parameters or note; 409 once it has fired."""
+    """Change a pending event's time, parameters or note; 409 once it has fired.
+
+    New parameters are checked like a new event's: an unknown status or service is a 422.
+    """
     row = await handlers.reschedule(
         uow,
         event_id,
@@ -167,7 +173,11 @@ async def cancel_scheduled_event(
 
 @router.post("/vacations", response_model=VacationOut, status_code=201, tags=["vacations"])
 async def create_vacation(body: VacationIn, uow: UnitOfWorkDep, actor: ActorDep) -> VacationOut:
-    """Plan a vacation: the linked status and data-service changes on leaving and returning."""
+    """Plan a vacation: the linked status and data-service changes on leaving and returning.
+
+    Every status and service it names must be in accounts' and billing's catalogue: an
+    unknown one is a 422 naming it, and nothing is created.
+    """
     vacation, rows = await handlers.plan_vacation(
         uow,
         handlers.PlanVacation(
