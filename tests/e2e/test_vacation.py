@@ -128,9 +128,8 @@ async def test_a_vacation_swaps_status_service_and_lists_and_back(stack):
             entries = _ok(await http.get(f"{provisioning}/address-lists/{away['id']}/entries"))
             return address in {e["address"] for e in entries}
 
-        leave = datetime.now(UTC) + timedelta(seconds=8)
-
         async def book() -> Any:
+            leave = datetime.now(UTC) + timedelta(seconds=8)
             return _ok(
                 await http.post(
                     f"{scheduler}/vacations",
@@ -145,7 +144,9 @@ async def test_a_vacation_swaps_status_service_and_lists_and_back(stack):
                 201,
             )
 
-        vacation = await eventually(book, timeout=6)  # the scheduler learns of the account
+        # 404 until the scheduler learns of the account, 422 until it learns of the vacation
+        # status and service from the catalogue events: both arrive within moments.
+        vacation = await eventually(book, timeout=20)
 
         async def left() -> None:
             status = _ok(await http.get(f"{accounts}/accounts/{account_id}"))["status"]
