@@ -375,3 +375,75 @@ async def test_a_backlog_is_consumed_in_batches_through_kafka(db, settings, prod
     handled = REGISTRY.get_sample_value("backhaul_consumer_batch_size_sum", labels)
     assert batches and handled
     assert handled / batches > 10, (batches, handled)
+
+
+@pytest.mark.postgres
+async def test_a_database_outage_dead_letters_nothing_and_holds_the_partition(settings, producer):
+    """PostgreSQL stopped under a consumer with two attempts and a 10 ms backoff (it would
+    dead-letter within milliseconds if an outage counted): it waits, applies nothing until
+    the database is back, then applies each event once, in order, with no dead letter."""
+    from backhaul_devstack.postgres import PostgresCluster
+    from backhaul_kit.db import Database
+    from backhaul_kit.messaging.tables import messaging_metadata
+
+    from .conftest import effects_metadata
+
+    cluster = PostgresCluster()
+    await asyncio.to_thread(cluster.start)
+    db = None
+    try:
+        db = Database(await asyncio.to_thread(cluster.create_database, "outage"))
+        async with db.engine.begin() as connection:
+            await connection.run_sync(messaging_metadata.create_all)
+            await connection.run_sync(effects_metadata.create_all)
+        consumer = _consumer(db, settings, producer, attempts=2)
+        consumer.database_retry_max_seconds = 0.5
+
+        @consumer.on(AccountStatusChanged)
+        async def apply(event, envelope, uow):
+            await uow.session.execute(
+                insert(effects).values(account_id=event.account_id, status=event.status.name)
+            )
+
+        topic = settings.topic(TOPIC)
+        records = [_record(_changed(n), n, n, topic) for n in (60, 61, 62, 63)]
+        assert await consumer.process_batch(records[:1]) == [Outcome.HANDLED]
+
+        await asyncio.to_thread(cluster.stop, "fast")
+        batch = asyncio.create_task(consumer.process_batch(records[1:3]))
+        single = asyncio.create_task(consumer.process(records[3]))
+        await asyncio.sleep(3)  # a hundred times what two attempts take
+        assert not batch.done() and not single.done(), "gave up on events while the db was down"
+
+        await asyncio.to_thread(cluster.start)
+        assert await asyncio.wait_for(batch, 60) == [Outcome.HANDLED, Outcome.HANDLED]
+        assert await asyncio.wait_for(single, 60) is Outcome.HANDLED
+        effects_now = await _effects(db)
+        assert sorted(effects_now) == [(n, "Active") for n in (60, 61, 62, 63)]  # each once
+        assert effects_now.index((61, "Active")) < effects_now.index((62, "Active"))  # in order
+        assert await consumer.process_batch(records) == [Outcome.DUPLICATE] * 4
+    finally:
+        if db is not None:
+            await db.dispose()
+        await asyncio.to_thread(cluster.destroy)
+
+
+async def test_a_failing_handler_still_dead_letters_while_the_database_answers(
+    db, settings, producer
+):
+    """The outage rule does not turn a poison message into an endless retry: the database
+    answers, so each failure counts and the message goes to the DLQ after max_attempts."""
+    consumer = _consumer(db, settings, producer, attempts=3)
+    calls = 0
+
+    @consumer.on(AccountStatusChanged)
+    async def broken(event, envelope, uow):
+        nonlocal calls
+        calls += 1
+        from sqlalchemy import text
+
+        await uow.session.execute(text("SELECT * FROM no_such_table"))  # a database error
+
+    outcome = await consumer.process(_record(_changed(70), 70, topic=settings.topic(TOPIC)))
+    assert outcome is Outcome.DEAD_LETTERED
+    assert calls == 3

@@ -12,6 +12,13 @@ again one message at a time: each message in its own transaction, a failing one 
 bounded number of times in place (which holds back its partition, so no later message
 overtakes it), then sent to `<topic>.<group>.dlq` with the error, and the partition moves
 on. A failure never skips a message and never applies one twice.
+
+A failure while the service's database does not answer (it is down, restarting, or out of
+reach) is not the message's fault and does not count as an attempt: the consumer checks the
+database after each failure and, while it is unreachable, waits for it without limit, with
+backoff, holding its partitions (nothing behind the message is handled meanwhile), then
+tries the batch again. Only failures with the database up count towards `max_attempts`, so
+an outage dead-letters nothing.
 """
 
 from __future__ import annotations
@@ -122,6 +129,8 @@ class EventConsumer:
         service: str | None = None,
         batch_size: int = 500,
         batch_wait_ms: int = 20,
+        database_probe_timeout: float = 5.0,
+        database_retry_max_seconds: float = 5.0,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -132,6 +141,8 @@ class EventConsumer:
         self.service = service or group
         self.batch_size = batch_size
         self.batch_wait_ms = batch_wait_ms
+        self.database_probe_timeout = database_probe_timeout
+        self.database_retry_max_seconds = database_retry_max_seconds
         self.dead_letters: DeadLetterPublisher | None = None
         self._handlers: dict[type[Event], Handler] = {}
         self._topics: set[str] = set()
@@ -196,17 +207,19 @@ class EventConsumer:
             outcomes[n] = await self._handle(decoded)
         elif batch:
             CONSUMER_BATCH_SIZE.labels(self.service).observe(len(batch))
-            try:
-                for n, outcome in zip(
-                    [n for n, _ in batch],
-                    await self._handle_together([d for _, d in batch]),
-                    strict=True,
-                ):
-                    outcomes[n] = outcome
-            except Exception as exc:
-                log.warning("event_batch_failed", size=len(batch), error=repr(exc))
-                for n, decoded in batch:
-                    outcomes[n] = await self._handle(decoded)
+            while True:
+                try:
+                    together = await self._handle_together([d for _, d in batch])
+                except Exception as exc:
+                    if await self._waited_for_database(exc):
+                        continue  # the database's failure, not the batch's: all of it again
+                    log.warning("event_batch_failed", size=len(batch), error=repr(exc))
+                    for n, decoded in batch:
+                        outcomes[n] = await self._handle(decoded)
+                else:
+                    for (n, _), outcome in zip(batch, together, strict=True):
+                        outcomes[n] = outcome
+                break
         return [outcome or Outcome.IGNORED for outcome in outcomes]
 
     async def process(self, record: Record) -> Outcome:
@@ -243,14 +256,19 @@ class EventConsumer:
         return outcomes
 
     async def _handle(self, decoded: _Decoded) -> Outcome:
-        """One event in its own transaction, retried in place, then dead-lettered."""
+        """One event in its own transaction, retried in place, then dead-lettered. Failures
+        while the database is unreachable are waited out and not counted."""
         envelope = decoded.envelope
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 0
+        while True:
             started = time.perf_counter()
             try:
                 async with UnitOfWork(self.db, self.outbox) as uow:
                     outcome = await self._apply(decoded, uow)
             except Exception as exc:
+                if await self._waited_for_database(exc):
+                    continue
+                attempt += 1
                 EVENT_FAILURES.labels(self.service, envelope.event_type).inc()
                 log.warning(
                     "event_handling_failed",
@@ -259,7 +277,7 @@ class EventConsumer:
                     attempt=attempt,
                     error=repr(exc),
                 )
-                if attempt == self.max_attempts:
+                if attempt >= self.max_attempts:
                     await self._dead_letter(decoded.record, exc, attempts=attempt)
                     self._count(decoded, Outcome.DEAD_LETTERED, time.perf_counter() - started)
                     return Outcome.DEAD_LETTERED
@@ -267,7 +285,33 @@ class EventConsumer:
             else:
                 self._count(decoded, outcome, time.perf_counter() - started)
                 return outcome
-        raise AssertionError("unreachable")
+
+    async def _waited_for_database(self, error: BaseException) -> bool:
+        """After a failure: if the database does not answer, wait until it does, however
+        long, and return True (the failure was the database's, not the event's); False at
+        once if it answers. Waiting here holds the partitions of the batch: nothing behind
+        the failed events is handled, or committed, before they are."""
+        if await self._database_answers():
+            return False
+        log.warning("consumer_waiting_for_database", consumer_group=self.group, error=repr(error))
+        started = time.monotonic()
+        pause = max(self.retry_backoff, 0.1)
+        while not await self._database_answers():
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.database_retry_max_seconds)
+        log.warning(
+            "consumer_database_back",
+            consumer_group=self.group,
+            waited_seconds=round(time.monotonic() - started, 1),
+        )
+        return True
+
+    async def _database_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self.db.ping(), self.database_probe_timeout)
+        except Exception:  # refused, reset, shutting down, starting up, timed out
+            return False
+        return True
 
     async def _apply(self, decoded: _Decoded, uow: UnitOfWork) -> Outcome:
         """Claim the event's inbox row and run its handler, inside `uow`'s transaction, in
