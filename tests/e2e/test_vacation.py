@@ -128,6 +128,27 @@ async def test_a_vacation_swaps_status_service_and_lists_and_back(stack):
             entries = _ok(await http.get(f"{provisioning}/address-lists/{away['id']}/entries"))
             return address in {e["address"] for e in entries}
 
+        async def fibre_replicated() -> None:
+            # The vacation swaps out the account's current data service as the scheduler knows
+            # it: wait until it knows of the fibre (AccountServiceAdded), which shows as a
+            # warning on adding a second data service. 404 until it knows of the account.
+            probe = _ok(
+                await http.post(
+                    f"{scheduler}/scheduled-events",
+                    json={
+                        "account_id": account_id,
+                        "action": "add_service",
+                        "run_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+                        "parameters": {"service_id": slow["id"]},
+                    },
+                ),
+                201,
+            )
+            _ok(await http.post(f"{scheduler}/scheduled-events/{probe['id']}/cancel"))
+            assert fibre["name"] in " ".join(probe["warnings"]), probe
+
+        await eventually(fibre_replicated, timeout=20)
+
         async def book() -> Any:
             leave = datetime.now(UTC) + timedelta(seconds=8)
             return _ok(
@@ -144,9 +165,9 @@ async def test_a_vacation_swaps_status_service_and_lists_and_back(stack):
                 201,
             )
 
-        # 404 until the scheduler learns of the account, 422 until it learns of the vacation
-        # status and service from the catalogue events: both arrive within moments.
+        # 422 until the scheduler learns of the vacation status from the catalogue events.
         vacation = await eventually(book, timeout=20)
+        assert vacation["normal_service_id"] == fibre["id"], vacation
 
         async def left() -> None:
             status = _ok(await http.get(f"{accounts}/accounts/{account_id}"))["status"]
