@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -80,17 +81,46 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return engine
 
 
+class DatabaseBusy(TimeoutError):
+    """The database's write lock stayed taken for longer than the wait allows."""
+
+
 class Database:
     """One service's database: its engine and the transactions handlers run in."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, lock_timeout: float = 30.0) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one write lock per file and every transaction here takes it (BEGIN
+        # IMMEDIATE). Sessions of this process queue for it on this lock, in order, instead
+        # of in SQLite's busy handler, which polls with sleeps of up to 100 ms each.
+        self._writer = asyncio.Lock() if self.is_sqlite else None
+        self.lock_timeout = lock_timeout
 
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.url)
+
+    @asynccontextmanager
+    async def sessions(self) -> AsyncIterator[AsyncSession]:
+        """A session (it begins its transaction on first use). Open one at a time per task:
+        on SQLite a second one in the same task would wait for the first."""
+        if self._writer is None:
+            async with self._sessions() as session:
+                yield session
+            return
+        try:
+            await asyncio.wait_for(self._writer.acquire(), timeout=self.lock_timeout)
+        except TimeoutError:
+            raise DatabaseBusy(
+                f"the database stayed locked for {self.lock_timeout:g} s; nothing was applied"
+            ) from None
+        try:
+            async with self._sessions() as session:
+                yield session
+        finally:
+            self._writer.release()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

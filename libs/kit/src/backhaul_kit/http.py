@@ -11,13 +11,14 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backhaul_kit.context import flow
+from backhaul_kit.db import DatabaseBusy
 from backhaul_kit.errors import DomainError
 from backhaul_kit.metrics import metrics_response
 
@@ -45,6 +46,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Request body too large"},
     431: {"model": ErrorBody, "description": "Request headers too large"},
     422: {"model": ErrorBody, "description": "Invalid input; `detail` names each field"},
+    503: {"model": ErrorBody, "description": "Database unavailable or busy; retry after a second"},
 }
 """Documented on every API route, so the OpenAPI says what each error looks like."""
 
@@ -90,9 +92,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         # A value the database cannot hold (an id beyond 64 bits) is the caller's bad input;
-        # anything else the database refuses is ours.
+        # a database that is down or locked is a 503 the caller can retry; anything else
+        # the database refuses is ours.
         if _is_out_of_range(exc):
             return _error(422, "invalid_input", "a value in the request is out of range")
+        if isinstance(exc, OperationalError | InterfaceError | DatabaseBusy):
+            log.warning("database_unavailable", error=str(exc)[:500])
+            response = _error(
+                503,
+                "unavailable",
+                "the database is unavailable or busy; the request was not applied, retry it",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
         return await on_unexpected(request, exc)
 
     async def on_integrity_error(_: Request, exc: Exception) -> JSONResponse:
@@ -120,6 +132,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IntegrityError, on_integrity_error)
     app.add_exception_handler(OverflowError, on_database_error)
     app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(DatabaseBusy, on_database_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
 

@@ -1,0 +1,88 @@
+"""The database wrapper: SQLite transactions queue in-process; a busy database is a 503."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import OperationalError
+
+from backhaul_kit.db import Database, DatabaseBusy
+from backhaul_kit.http import install_error_handlers
+from backhaul_kit.messaging.outbox import Outbox
+from backhaul_kit.unit_of_work import UnitOfWork
+
+from .conftest import effects, effects_metadata
+
+
+@pytest.fixture
+async def sqlite(tmp_path):
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/kit.db", lock_timeout=0.5)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(effects_metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+async def test_concurrent_sqlite_transactions_queue_and_all_commit(sqlite):
+    outbox = Outbox("kit-test")
+
+    async def write(n: int) -> None:
+        async with UnitOfWork(sqlite, outbox) as uow:
+            await uow.session.execute(insert(effects).values(account_id=n, status="x"))
+            await asyncio.sleep(0)  # let the others try to get in meanwhile
+
+    await asyncio.gather(*(write(n) for n in range(60)))
+
+    async with sqlite.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(effects)) == 60
+
+
+async def test_a_transaction_that_waits_too_long_for_the_lock_is_refused(sqlite):
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with sqlite.transaction() as session:
+            await session.execute(insert(effects).values(account_id=1, status="held"))
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    with pytest.raises(DatabaseBusy, match="stayed locked"):
+        async with sqlite.transaction() as session:
+            await session.execute(insert(effects).values(account_id=2, status="late"))
+    release.set()
+    await holder
+    async with sqlite.transaction() as session:
+        rows = (await session.execute(select(effects.c.status))).scalars().all()
+    assert rows == ["held"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DatabaseBusy("the database stayed locked for 30 s; nothing was applied"),
+        OperationalError("INSERT ...", {}, Exception("connection refused")),
+    ],
+)
+async def test_a_busy_or_unreachable_database_is_a_503_to_retry(error):
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/things")
+    async def make() -> None:
+        raise error
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/things")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"] == "unavailable"
+    assert "not applied" in response.json()["message"]
