@@ -15,8 +15,10 @@ RESULTS = Path(__file__).resolve().parents[2] / "var" / "reliability"
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    running = Cluster()
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Kafka and the five services on SQLite; a test parametrized indirectly passes other
+    options (`{"database": "postgresql", "own_postgres": ("provisioning",)}`)."""
+    running = Cluster(**getattr(request, "param", {}))
     running.start()
     try:
         yield running

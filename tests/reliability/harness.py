@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from backhaul_devstack.kafka_broker import KafkaBroker, free_port
+from backhaul_devstack.postgres import PostgresCluster
 from backhaul_devstack.smtp_sink import read_messages
 from backhaul_devstack.stack import SERVICES, ServiceProcess, Stack
 
@@ -43,10 +44,17 @@ STORM_SIZE = int(os.environ.get("RELIABILITY_N", "2000"))
 @dataclass
 class Figures:
     scenario: str
+    database: str = "sqlite"
     accounts: int = 0
     disconnects: int = 0
     status_changes: int = 0
     kills: int = 0
+    replica_starts: int = 0
+    replica_stops: int = 0
+    replica_events: int = 0  # events the extra replicas handled before they were stopped
+    rebalances: int = 0  # new partition assignments of the services' first processes
+    database_outages: int = 0
+    database_outage_seconds: float = 0.0
     events: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -57,13 +65,34 @@ class Figures:
 
 
 class Cluster:
-    """Kafka plus the five services, each a process that can be killed and restarted."""
+    """Kafka plus the five services, each a process that can be killed and restarted.
 
-    def __init__(self, root: Path | None = None) -> None:
+    `database="postgresql"` puts the services' databases on PostgreSQL (one database per
+    service, created before they start); the services in `own_postgres` get a PostgreSQL
+    cluster of their own, which `stop_database` can take down without touching the others.
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        database: str = "sqlite",
+        own_postgres: tuple[str, ...] = (),
+    ) -> None:
+        if database not in ("sqlite", "postgresql"):
+            raise ValueError(f"unknown database {database!r}")
+        if own_postgres and database != "postgresql":
+            raise ValueError("own_postgres needs database='postgresql'")
         self.root = root or Path(tempfile.mkdtemp(prefix="backhaul-chaos-"))
+        self.database = database
+        self.own_postgres = own_postgres
         self.broker = KafkaBroker(port=free_port(), data_dir=self.root / "kafka")
         self.stack: Stack | None = None
+        self.postgres: dict[str, PostgresCluster] = {}  # "shared" and one per own_postgres
         self.kills = 0
+        self.replica_starts = 0
+        self.replica_stops = 0
+        self.replica_events = 0
 
     def start(self) -> None:
         self.broker.start()
@@ -74,13 +103,31 @@ class Cluster:
             smtp_port=free_port(),
             mail_http_port=free_port(),
             extra_env={"LOG_LEVEL": "WARNING", "SCHEDULER_POLL_INTERVAL_SECONDS": "0.2"},
+            database_urls=self._create_databases(),
         )
         self.stack.start(timeout=180)
 
+    def _create_databases(self) -> dict[str, str]:
+        """One PostgreSQL database per service, on the shared cluster or the service's own."""
+        if self.database != "postgresql":
+            return {}
+        urls: dict[str, str] = {}
+        for name in SERVICES:
+            key = name if name in self.own_postgres else "shared"
+            if key not in self.postgres:
+                self.postgres[key] = PostgresCluster()
+                self.postgres[key].start()
+            urls[name] = self.postgres[key].create_database(name)
+        return urls
+
     def stop(self) -> None:
-        if self.stack is not None:
-            self.stack.stop()
-        self.broker.stop()
+        try:
+            if self.stack is not None:
+                self.stack.stop()
+            self.broker.stop()
+        finally:
+            for cluster in self.postgres.values():
+                cluster.destroy()
 
     @property
     def bootstrap(self) -> str:
@@ -106,18 +153,53 @@ class Cluster:
         fresh = ServiceProcess(old.name, old.port, old.env, old.log_path, old.role)
         fresh.start()
         self.stack.services[service] = fresh
-        deadline = time.monotonic() + timeout
-        while True:
-            if fresh.process is not None and fresh.process.poll() is not None:
-                raise RuntimeError(f"{service} exited on restart; see {fresh.log_path}")
-            try:
-                if httpx.get(f"{fresh.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} not ready {timeout}s after its restart")
-            time.sleep(0.3)
+        fresh.wait_ready(timeout)
+
+    def start_replica(self, service: str, timeout: float = 120) -> ServiceProcess:
+        """One more worker of `service` in its consumer group (its own port, the same
+        database), ready: it has joined the group, so the group has rebalanced."""
+        assert self.stack is not None
+        replica = self.stack.start_replica(service, role="worker")
+        self.replica_starts += 1
+        replica.wait_ready(timeout)
+        return replica
+
+    def stop_replica(self, replica: ServiceProcess, *, kill: bool) -> None:
+        """SIGKILL (the group notices at the session timeout) or SIGTERM (it leaves the group
+        at once); either way its partitions move to the other members. What it handled
+        first is added to `replica_events`."""
+        assert self.stack is not None
+        self.replica_events += handled_events(replica.url)
+        if kill:
+            replica.kill()
+        else:
+            replica.stop()
+        self.stack.replicas.remove(replica)
+        self.replica_stops += 1
+
+    def rebalances(self, services: list[str]) -> int:
+        """Partition assignments the first process of each service received after its
+        first one (the consumer client logs each), i.e. the rebalances it went through."""
+        assert self.stack is not None
+        seen = 0
+        for service in services:
+            log = self.stack.services[service].log_path
+            assigned = log.read_text(errors="replace").count("assigned to partitions")
+            seen += max(assigned - 1, 0)
+        return seen
+
+    def database_of(self, service: str) -> PostgresCluster:
+        if service not in self.postgres:
+            raise ValueError(f"{service} has no PostgreSQL cluster of its own")
+        return self.postgres[service]
+
+    def stop_database(self, service: str) -> None:
+        """Take `service`'s own PostgreSQL down: a fast shutdown ends every session and
+        refuses new ones; the data directory stays for `start_database`."""
+        self.database_of(service).stop(mode="fast")
+
+    def start_database(self, service: str) -> None:
+        self.database_of(service).start()
 
     def kill_kafka(self) -> None:
         self.broker.kill()
@@ -126,6 +208,22 @@ class Cluster:
     def restart_kafka(self) -> None:
         self.broker.process = None
         self.broker.start()
+
+
+def handled_events(url: str) -> int:
+    """How many events the process at `url` has handled (its own /metrics), 0 if it does
+    not answer."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("backhaul_events_total{") and 'outcome="handled"' in line
+        )
+    )
 
 
 async def call(

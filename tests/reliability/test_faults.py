@@ -7,16 +7,20 @@ list, and that nothing is in a dead-letter topic that should not be.
 
     make reliability                  # RELIABILITY_N=2000
     RELIABILITY_N=300 make reliability
+    RELIABILITY_N=200 RELIABILITY_OUTAGE_AT=5 uv run pytest -m reliability tests/reliability \
+        -k database_down             # a small run: the outage starts 5 s into the storm
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 import uuid
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -25,6 +29,7 @@ from backhaul_contracts import Envelope
 from backhaul_contracts.common import StatusRef
 from backhaul_contracts.events.accounts import AccountDisconnected
 from backhaul_contracts.topics import ACCOUNTS_EVENTS
+from backhaul_devstack.stack import ServiceProcess
 
 from .harness import (
     STORM_SIZE,
@@ -41,6 +46,11 @@ from .harness import (
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(3600)]
+
+CONSUMERS = ["billing", "provisioning", "notifications"]
+OUTAGE_AT = float(os.environ.get("RELIABILITY_OUTAGE_AT", "30"))  # seconds into the storm
+OUTAGE_SECONDS = float(os.environ.get("RELIABILITY_OUTAGE_SECONDS", "30"))
+ON_POSTGRES = {"database": "postgresql"}
 
 
 async def _chaos(
@@ -119,6 +129,149 @@ async def test_kafka_killed_and_restarted_under_load(cluster, record):
         figures.recovery_seconds = await wait_until_complete(cluster, http, population)
         await verify(cluster, http, population, figures)
     _assert_exactly_once(figures)
+
+
+async def _rebalance(
+    cluster: Cluster, service: str, stop: asyncio.Event, every: float = 3.0
+) -> None:
+    """Until `stop`: a few seconds after the last change, start a worker replica of
+    `service`; a few seconds later stop it, with SIGTERM one time (it leaves the group at
+    once) and SIGKILL the next (the group notices at the session timeout). Each start and
+    each stop moves partitions of the service's group between its processes while they are
+    handling batches."""
+    stops = 0
+    replica: ServiceProcess | None = None
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set():
+                return
+            if replica is None:
+                replica = await asyncio.to_thread(cluster.start_replica, service)
+            else:
+                stops += 1
+                await asyncio.to_thread(cluster.stop_replica, replica, kill=stops % 2 == 0)
+                replica = None
+    finally:
+        if replica is not None:
+            await asyncio.to_thread(cluster.stop_replica, replica, kill=False)
+
+
+@pytest.mark.parametrize("cluster", [ON_POSTGRES], indirect=True)
+async def test_consumer_replicas_added_and_removed_during_the_storm(cluster, record):
+    """Scenario 4: rebalances. Worker replicas of billing, provisioning and notifications
+    join and leave their consumer groups, each service on its own rhythm, during the storm
+    and the catch-up after it, so partitions move between processes mid-batch; each effect
+    still happens once. On PostgreSQL, as replicas run in production (one database shared
+    by a service's processes; their outbox relays elect one leader)."""
+    figures = Figures("4-rebalances", database=cluster.database)
+    record.append(figures)
+    async with client() as http:
+        population = await populate(cluster, http, STORM_SIZE)
+        figures.accounts = STORM_SIZE
+        figures.disconnects = len(population.disconnect)
+        figures.status_changes = len(population.block)
+        stop = asyncio.Event()
+        rebalancing = [
+            asyncio.create_task(_rebalance(cluster, service, stop)) for service in CONSUMERS
+        ]
+        try:
+            figures.storm_seconds = await storm(cluster, http, population)
+            figures.recovery_seconds = await wait_until_complete(cluster, http, population)
+        finally:
+            stop.set()
+            await asyncio.gather(*rebalancing)
+        figures.replica_starts = cluster.replica_starts
+        figures.replica_stops = cluster.replica_stops
+        figures.replica_events = cluster.replica_events
+        figures.rebalances = cluster.rebalances(CONSUMERS)
+        await verify(cluster, http, population, figures)
+    assert figures.replica_starts >= len(CONSUMERS), "too few rebalances to prove anything"
+    assert figures.replica_stops == figures.replica_starts
+    assert figures.replica_events > 0, "no partition ever moved to a replica"
+    _assert_exactly_once(figures)
+
+
+async def _readiness(url: str, timeout: float = 15) -> tuple[int, dict[str, object]]:
+    """The first /readyz answer that is not 200 within `timeout`, or the last 200."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = await http.get(f"{url}/readyz")
+                if answer.status_code != 200 or time.monotonic() > deadline:
+                    return answer.status_code, answer.json()
+            except httpx.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    return 0, {"error": repr(exc)}
+            await asyncio.sleep(0.5)
+
+
+@pytest.mark.parametrize(
+    "cluster", [{**ON_POSTGRES, "own_postgres": ("provisioning",)}], indirect=True
+)
+async def test_a_consumers_database_down_for_30_s(cluster, record):
+    """Scenario 5: provisioning's PostgreSQL (a cluster of its own, so nothing else is
+    touched) is shut down 30 s into the storm and started again 30 s later. Its consumer
+    waits for it, holding its partitions, and dead-letters nothing; its relay and its API
+    come back; each effect happens once."""
+    figures = Figures("5-consumer-database-down", database=cluster.database)
+    record.append(figures)
+    victim = "provisioning"
+    async with client() as http:
+        population = await populate(cluster, http, STORM_SIZE)
+        figures.accounts = STORM_SIZE
+        figures.disconnects = len(population.disconnect)
+        figures.status_changes = len(population.block)
+        storm_started = time.monotonic()
+        while_down: dict[str, object] = {}
+
+        async def outage() -> None:
+            await asyncio.sleep(OUTAGE_AT)
+            down_at = time.monotonic()
+            await asyncio.to_thread(cluster.stop_database, victim)
+            figures.database_outages += 1
+            status, body = await _readiness(cluster.url(victim))
+            while_down.update(status=status, body=body)
+            await asyncio.sleep(max(OUTAGE_SECONDS - (time.monotonic() - down_at), 0))
+            await asyncio.to_thread(cluster.start_database, victim)
+            figures.database_outage_seconds = time.monotonic() - down_at
+            figures.notes.append(
+                f"{victim}'s database stopped {down_at - storm_started:.1f} s into the storm "
+                f"for {figures.database_outage_seconds:.1f} s"
+            )
+
+        faulting = asyncio.create_task(outage())
+        try:
+            figures.storm_seconds = await storm(cluster, http, population)
+        finally:
+            await faulting
+        figures.notes.append(f"the storm lasted {figures.storm_seconds:.1f} s")
+        assert while_down["status"] == 503, f"{victim} stayed ready without its database"
+        assert str(while_down["body"]).count("unreachable") == 1, while_down  # the db, not Kafka
+        back = time.monotonic()
+        status, body = await _readiness_back(cluster.url(victim))
+        assert status == 200, f"{victim} not ready again after its database came back: {body}"
+        figures.notes.append(f"{victim} ready {time.monotonic() - back:.1f} s after its database")
+        figures.recovery_seconds = await wait_until_complete(cluster, http, population)
+        await verify(cluster, http, population, figures)
+    assert figures.database_outages == 1
+    _assert_exactly_once(figures)
+
+
+async def _readiness_back(url: str, timeout: float = 120) -> tuple[int, dict[str, object]]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = await http.get(f"{url}/readyz")
+                if answer.status_code == 200 or time.monotonic() > deadline:
+                    return answer.status_code, answer.json()
+            except httpx.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    return 0, {"error": repr(exc)}
+            await asyncio.sleep(0.5)
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_partition_flows(cluster, record):

@@ -102,6 +102,9 @@ class PostgresCluster:
             time.sleep(0.2)
 
     def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`fast`: roll back and disconnect every session; `immediate`: a
+        crash, recovered at the next start). The data directory stays: `start()` brings the
+        same cluster back on the same port; `destroy()` removes it."""
         pgdata = self.data_dir / "pgdata"
         if pgdata.exists():
             subprocess.run(  # noqa: S603 - fixed command

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from backhaul_devstack.kafka_broker import KafkaBroker, port_open
+from backhaul_devstack.kafka_broker import KafkaBroker, free_port, port_open
 
 SERVICES: dict[str, int] = {
     "accounts": 8001,
@@ -71,6 +71,23 @@ class ServiceProcess:
         if self.process is not None:
             self.process.wait(timeout=5)
 
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until /readyz answers 200; raises if the process exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}; see {self.log_path}"
+                )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} on port {self.port} not ready after {timeout}s")
+            time.sleep(0.3)
+
 
 @dataclass
 class Stack:
@@ -84,9 +101,11 @@ class Stack:
     mail_http_port: int = 8025
     topic_prefix: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    database_urls: dict[str, str] = field(default_factory=dict)  # else a SQLite file each
     broker: KafkaBroker | None = None
     mail_sink: subprocess.Popen[bytes] | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    replicas: list[ServiceProcess] = field(default_factory=list)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -107,7 +126,7 @@ class Stack:
             **os.environ,
             "SERVICE_NAME": name,
             "HTTP_PORT": str(self.ports[name]),
-            "DATABASE_URL": f"sqlite+aiosqlite:///{self.root / 'data' / f'{name}.db'}",
+            "DATABASE_URL": self.database_url(name),
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "KAFKA_TOPIC_PREFIX": self.topic_prefix,
             "SMTP_HOST": "127.0.0.1",
@@ -118,6 +137,28 @@ class Stack:
         }
         env.pop("ROLE", None)
         return env
+
+    def database_url(self, name: str) -> str:
+        return self.database_urls.get(
+            name, f"sqlite+aiosqlite:///{self.root / 'data' / f'{name}.db'}"
+        )
+
+    def start_replica(self, name: str, role: str = "worker") -> ServiceProcess:
+        """One more process of a running service: the same settings (so the same database
+        and consumer group) on a port of its own. Not waited for: see `wait_ready`."""
+        port = free_port()
+        logs = self.root / "logs"
+        count = len(list(logs.glob(f"{name}-{role}-*.log"))) + 1
+        replica = ServiceProcess(
+            name,
+            port,
+            {**self.services[name].env, "HTTP_PORT": str(port)},
+            logs / f"{name}-{role}-{count}.log",
+            role,
+        )
+        replica.start()
+        self.replicas.append(replica)
+        return replica
 
     def start(self, *, timeout: float = 120.0, on_progress: object = None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -185,9 +226,10 @@ class Stack:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        for service in self.services.values():
+        processes = [*self.replicas, *self.services.values()]
+        for service in processes:
             service.signal(signal.SIGTERM)
-        for service in self.services.values():
+        for service in processes:
             service.stop()
         if self.mail_sink is not None and self.mail_sink.poll() is None:
             self.mail_sink.terminate()
