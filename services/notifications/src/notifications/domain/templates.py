@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 ACCOUNT_FIELDS = frozenset({"id", "name", "parent_account_id"})
@@ -73,11 +74,17 @@ def check(source: str, *, event_fields: Iterable[str], what: str) -> None:
             )
 
 
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """Compiling is most of a render's cost; the same few templates render all day."""
+    return _environment.from_string(source)
+
+
 def render(subject: str, body: str, variables: Mapping[str, Any]) -> Rendered:
     """Render both templates; raises TemplateProblem when the data does not fit them."""
     try:
-        rendered_subject = _environment.from_string(subject).render(variables)
-        rendered_body = _environment.from_string(body).render(variables)
+        rendered_subject = _compiled(subject).render(variables)
+        rendered_body = _compiled(body).render(variables)
     except (TemplateError, TypeError, ValueError, AttributeError) as exc:
         raise TemplateProblem(f"rendering failed: {exc}") from None
     # A subject is one header line: a newline in it would let data inject headers.
