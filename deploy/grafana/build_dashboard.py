@@ -240,6 +240,18 @@ PANELS: list[Panel] = [
         ],
         unit="s",
     ),
+    timeseries(
+        "Events per consumer transaction (mean)",
+        "How many events a worker handles in one transaction and one offset commit: 1 when "
+        "idle, rising under a storm as each poll takes what has piled up.",
+        [
+            (
+                f"sum by (service) (rate(backhaul_consumer_batch_size_sum{{{SEL}}}[{RATE}]))"
+                f" / sum by (service) (rate(backhaul_consumer_batch_size_count{{{SEL}}}[{RATE}]))",
+                "{{service}}",
+            )
+        ],
+    ),
     row("Kafka and outbox"),
     timeseries(
         "Consumer lag by service and topic",

@@ -276,7 +276,8 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
     await _update_replica(event, uow)
     account_id = _account_id(event, envelope)
     if account_id is None:
-        log.warning("event_without_account", event_type=envelope.event_type)
+        # Catalogue events (a status or service defined) concern no account: nobody to mail.
+        log.debug("event_not_about_an_account", event_type=envelope.event_type)
         return
     matching = [
         t
