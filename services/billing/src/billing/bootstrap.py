@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backhaul_kit.announce import at_worker_start
 from backhaul_kit.runtime import ServiceRuntime
 from billing.config import BillingSettings, get_settings
-from billing.entrypoints import catalogue, consumers, timers
+from billing.entrypoints import consumers, timers
 from billing.entrypoints.api.routes import router
+from billing.service_layer.handlers import announce_services
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -25,5 +27,7 @@ def bootstrap(settings: BillingSettings | None = None) -> ServiceRuntime:
     runtime.include_router(router)
     consumers.register(runtime.consumer)
     runtime.add_background(timers.run_daily_billing)
-    runtime.add_background(catalogue.announce_service_catalogue)
+    runtime.add_background(
+        at_worker_start(lambda rt: announce_services(rt.uow()), name="announce_service_catalogue")
+    )
     return runtime

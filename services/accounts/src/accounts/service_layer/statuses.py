@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from accounts.adapters.tables import Account, AccountStatus, Setting
 from accounts.domain.rules import SUGGESTED_STATUSES, normalise_colour
 from accounts.service_layer.handlers import DISCONNECT_STATUS_SETTING, announce_status, get_status
 from backhaul_contracts.events.accounts import AccountStatusDeleted
+from backhaul_kit.announce import announce_once
 from backhaul_kit.errors import Conflict
 from backhaul_kit.unit_of_work import UnitOfWork
 
@@ -19,7 +19,6 @@ log = structlog.get_logger(__name__)
 
 # Set once every status has been announced; a new value would announce them all again.
 CATALOGUE_ANNOUNCED_SETTING = "status_catalogue_announced"
-CATALOGUE_ANNOUNCEMENT = "1"
 
 
 async def update_status(
@@ -109,30 +108,11 @@ async def announce_statuses(uow: UnitOfWork) -> int:
     """Publish AccountStatusDefined for every status, once per database; returns how many.
 
     The defaults come from a migration, and statuses older than the catalogue events were
-    written without one: this is how other services' replicas learn of them. Every later
-    change publishes its own event. The statuses are locked while they are read, so an edit
-    running at the same time is published after this announcement, never before it.
-    Idempotent: a second call (another replica, a restart) finds the setting and does nothing.
-    """
-    try:
-        async with uow:
-            statement = select(AccountStatus).order_by(AccountStatus.id)
-            if not uow.db.is_sqlite:
-                statement = statement.with_for_update()
-            statuses = list(await uow.session.scalars(statement))
-            done = await uow.session.get(Setting, CATALOGUE_ANNOUNCED_SETTING)
-            if done is not None and done.value == CATALOGUE_ANNOUNCEMENT:
-                return 0
-            for status in statuses:
-                await announce_status(uow, status)
-            if done is None:
-                uow.session.add(
-                    Setting(key=CATALOGUE_ANNOUNCED_SETTING, value=CATALOGUE_ANNOUNCEMENT)
-                )
-            else:
-                done.value = CATALOGUE_ANNOUNCEMENT
-            await uow.session.flush()
-    except IntegrityError:
-        return 0  # another replica announced them at the same moment, and got there first
-    log.info("status_catalogue_announced", statuses=len(statuses))
-    return len(statuses)
+    written without one: this is how other services' replicas learn of them."""
+    return await announce_once(
+        uow,
+        select(AccountStatus).order_by(AccountStatus.id),
+        announce_status,
+        marker=Setting,
+        key=CATALOGUE_ANNOUNCED_SETTING,
+    )

@@ -9,13 +9,13 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import Proration, ServiceKind, ServiceRef
 from backhaul_contracts.events import accounts as account_events
 from backhaul_contracts.events import billing as events
 from backhaul_contracts.topics import BILLING_EVENTS
+from backhaul_kit.announce import announce_once
 from backhaul_kit.commands import answer_command
 from backhaul_kit.errors import Conflict, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
@@ -44,7 +44,6 @@ log = structlog.get_logger(__name__)
 
 # Set once every service has been announced; a new value would announce them all again.
 CATALOGUE_ANNOUNCED_SETTING = "service_catalogue_announced"
-CATALOGUE_ANNOUNCEMENT = "1"
 
 
 async def announce_service(uow: UnitOfWork, service: Service) -> None:
@@ -69,31 +68,14 @@ async def announce_services(uow: UnitOfWork) -> int:
     """Publish ServiceDefined for every catalogue service, once per database; returns how many.
 
     Services older than the catalogue events were written without one: this is how other
-    services' replicas (the scheduler's) learn of them. Every later one publishes its own.
-    Idempotent: a second call (another replica, a restart) finds the setting and does nothing.
-    """
-    try:
-        async with uow:
-            statement = select(Service).order_by(Service.id)
-            if not uow.db.is_sqlite:
-                statement = statement.with_for_update()
-            services = list(await uow.session.scalars(statement))
-            done = await uow.session.get(Setting, CATALOGUE_ANNOUNCED_SETTING)
-            if done is not None and done.value == CATALOGUE_ANNOUNCEMENT:
-                return 0
-            for service in services:
-                await announce_service(uow, service)
-            if done is None:
-                uow.session.add(
-                    Setting(key=CATALOGUE_ANNOUNCED_SETTING, value=CATALOGUE_ANNOUNCEMENT)
-                )
-            else:
-                done.value = CATALOGUE_ANNOUNCEMENT
-            await uow.session.flush()
-    except IntegrityError:
-        return 0  # another replica announced them at the same moment, and got there first
-    log.info("service_catalogue_announced", services=len(services))
-    return len(services)
+    services' replicas (the scheduler's) learn of them."""
+    return await announce_once(
+        uow,
+        select(Service).order_by(Service.id),
+        announce_service,
+        marker=Setting,
+        key=CATALOGUE_ANNOUNCED_SETTING,
+    )
 
 
 @dataclass(frozen=True)
