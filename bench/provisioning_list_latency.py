@@ -37,6 +37,8 @@ from backhaul_contracts import Envelope
 from backhaul_contracts.common import StatusRef
 from backhaul_contracts.events.accounts import AccountCreated, AccountStatusChanged
 from backhaul_contracts.topics import ACCOUNTS_EVENTS
+from backhaul_kit.auth import issue_token
+from backhaul_kit.config import DEV_JWT_SECRET
 from provisioning.adapters.tables import AccountReplica
 
 ACTIVE = StatusRef(id=2, name="Active", activates_account=True)
@@ -105,7 +107,11 @@ async def run(accounts: int, rate: float, poll_interval: float) -> dict[str, flo
     await producer.start()
     topic = f"{prefix}{ACCOUNTS_EVENTS}"
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {issue_token(DEV_JWT_SECRET)}"},
+        ) as client:
             deadline = time.monotonic() + 180  # a loaded machine starts slowly
             while True:
                 try:
