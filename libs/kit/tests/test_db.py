@@ -20,7 +20,7 @@ from .conftest import effects, effects_metadata
 
 @pytest.fixture
 async def sqlite(tmp_path):
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/kit.db", lock_timeout=0.5)
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/kit.db")
     async with database.engine.begin() as connection:
         await connection.run_sync(effects_metadata.create_all)
     yield database
@@ -42,6 +42,7 @@ async def test_concurrent_sqlite_transactions_queue_and_all_commit(sqlite):
 
 
 async def test_a_transaction_that_waits_too_long_for_the_lock_is_refused(sqlite):
+    sqlite.lock_timeout = 0.5
     holding = asyncio.Event()
     release = asyncio.Event()
 
@@ -86,3 +87,49 @@ async def test_a_busy_or_unreachable_database_is_a_503_to_retry(error):
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == "unavailable"
     assert "not applied" in response.json()["message"]
+
+
+async def test_savepoints_are_named_by_depth_and_still_roll_back_alone(database_url, tmp_path):
+    """Nested units of work reuse the names sp_1, sp_2 (one prepared statement each, not
+    one per savepoint) and an inner rollback still undoes only the inner block."""
+    from sqlalchemy import event
+
+    database = Database(database_url)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(effects_metadata.create_all)
+    statements: list[str] = []
+    event.listen(
+        database.engine.sync_engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *rest: statements.append(statement),
+    )
+    outbox = Outbox("kit-test")
+    try:
+        async with UnitOfWork(database, outbox) as uow:
+            for n in range(3):
+                async with uow:
+                    await uow.session.execute(insert(effects).values(account_id=n, status="kept"))
+                with pytest.raises(ValueError, match="refused"):
+                    async with uow:
+                        await uow.session.execute(
+                            insert(effects).values(account_id=n, status="undone")
+                        )
+                        async with uow:
+                            await uow.session.execute(
+                                insert(effects).values(account_id=n, status="inner")
+                            )
+                        raise ValueError("refused")
+        async with database.transaction() as session:
+            rows = (await session.execute(select(effects.c.status))).scalars().all()
+        savepoints = {s for s in statements if "SAVEPOINT" in s.upper()}
+    finally:
+        await database.dispose()
+
+    assert rows == ["kept", "kept", "kept"]
+    assert savepoints == {
+        "SAVEPOINT sp_1",
+        "RELEASE SAVEPOINT sp_1",
+        "ROLLBACK TO SAVEPOINT sp_1",
+        "SAVEPOINT sp_2",
+        "RELEASE SAVEPOINT sp_2",
+    }

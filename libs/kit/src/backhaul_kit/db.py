@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect, make_url
@@ -48,6 +48,50 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+_SAVEPOINTS = "backhaul_savepoints"
+
+
+def _name_savepoints_by_depth(engine: AsyncEngine) -> None:
+    """Name savepoints by their depth (sp_1, sp_2, ...) instead of SQLAlchemy's ever-growing
+    sequence (sa_savepoint_1, _2, ... _500 in a consumer batch of 500 events).
+
+    Every distinct statement text is a new prepared statement: on PostgreSQL (asyncpg) an
+    extra round trip each time and the eviction of the statements that matter from the
+    per-connection cache; on SQLite a cache miss too. By depth, the three savepoint
+    statements are always the same few. Reusing a name is safe: a newer savepoint of the
+    same name hides the older one, and SQLAlchemy releases and rolls back in LIFO order.
+    """
+    dialect = engine.sync_engine.dialect
+
+    def stack(connection: Any) -> list[str]:
+        return cast(list[str], connection.info.setdefault(_SAVEPOINTS, []))
+
+    def do_savepoint(connection: Any, name: str) -> None:
+        names = stack(connection)
+        names.append(name)
+        connection.exec_driver_sql(f"SAVEPOINT sp_{len(names)}")
+
+    def _pop(connection: Any, name: str) -> int:
+        names = stack(connection)
+        depth = names.index(name) + 1
+        del names[depth - 1 :]
+        return depth
+
+    def do_release_savepoint(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT sp_{_pop(connection, name)}")
+
+    def do_rollback_to_savepoint(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT sp_{_pop(connection, name)}")
+
+    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _fresh_stack(connection: Any) -> None:
+        connection.info[_SAVEPOINTS] = []
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An engine tuned for the backend.
 
@@ -56,9 +100,11 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(
+        engine = create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
         )
+        _name_savepoints_by_depth(engine)
+        return engine
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +124,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    _name_savepoints_by_depth(engine)
     return engine
 
 

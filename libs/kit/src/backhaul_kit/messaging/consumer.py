@@ -247,9 +247,13 @@ class EventConsumer:
         outcomes: list[Outcome] = []
         timings: list[float] = []
         async with UnitOfWork(self.db, self.outbox) as uow:
+            fresh = await inbox.claim_many(uow.session, self.group, [d.envelope for d in batch])
             for decoded in batch:
                 started = time.perf_counter()
-                outcomes.append(await self._apply(decoded, uow))
+                # The first of an event id in the batch is the one to handle.
+                first = decoded.envelope.event_id in fresh
+                fresh.discard(decoded.envelope.event_id)
+                outcomes.append(await self._apply(decoded, uow, claimed=first))
                 timings.append(time.perf_counter() - started)
         for decoded, outcome, seconds in zip(batch, outcomes, timings, strict=True):
             self._count(decoded, outcome, seconds)
@@ -313,9 +317,12 @@ class EventConsumer:
             return False
         return True
 
-    async def _apply(self, decoded: _Decoded, uow: UnitOfWork) -> Outcome:
-        """Claim the event's inbox row and run its handler, inside `uow`'s transaction, in
-        the event's own trace, correlation and log context."""
+    async def _apply(
+        self, decoded: _Decoded, uow: UnitOfWork, *, claimed: bool | None = None
+    ) -> Outcome:
+        """Claim the event's inbox row (unless the batch `claimed` it already) and run its
+        handler, inside `uow`'s transaction, in the event's own trace, correlation and log
+        context."""
         envelope = decoded.envelope
         with (
             self._span(decoded),
@@ -324,7 +331,9 @@ class EventConsumer:
                 account_id=envelope.subject, event_id=str(envelope.event_id)
             ),
         ):
-            if not await inbox.claim(uow.session, self.group, envelope):
+            if claimed is None:
+                claimed = await inbox.claim(uow.session, self.group, envelope)
+            if not claimed:
                 log.info("event_duplicate_skipped", event_id=str(envelope.event_id))
                 return Outcome.DUPLICATE
             await decoded.handler(decoded.event, envelope, uow)

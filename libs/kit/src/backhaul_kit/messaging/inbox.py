@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from uuid import UUID
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -31,3 +33,32 @@ async def claim(session: AsyncSession, consumer: str, envelope: Envelope) -> boo
     )
     result = await session.execute(statement)
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_many(
+    session: AsyncSession, consumer: str, envelopes: Sequence[Envelope]
+) -> set[UUID]:
+    """Record a batch's events as handled by `consumer` with one statement; returns the ids
+    that were not recorded before (an id twice in the batch is returned once)."""
+    if not envelopes:
+        return set()
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = datetime.now(UTC)
+    statement = (
+        insert(inbox_messages)
+        .values(
+            [
+                {
+                    "consumer": consumer,
+                    "event_id": envelope.event_id,
+                    "event_type": envelope.event_type,
+                    "handled_at": now,
+                }
+                for envelope in envelopes
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+        .returning(inbox_messages.c.event_id)
+    )
+    return set((await session.execute(statement)).scalars().all())
