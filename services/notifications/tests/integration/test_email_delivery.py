@@ -20,6 +20,7 @@ from backhaul_contracts.events.accounts import (
 from backhaul_contracts.events.billing import InvoiceIssued
 from backhaul_contracts.events.scheduler import ScheduledEventFailed
 from backhaul_contracts.topics import NOTIFICATIONS_EVENTS
+from backhaul_devstack.kafka_broker import free_port
 from backhaul_devstack.smtp_sink import read_messages
 from backhaul_kit.messaging.consumer import Outcome, Record
 from backhaul_kit.testing import eventually, read_events, running
@@ -577,3 +578,58 @@ async def test_two_replicas_never_claim_the_same_email(settings, mail_sink):
         assert await first.record(winners[0], reply) == EmailState.SENT
         assert await second.deliver_due() == 0
     assert [m["to"] for m in read_messages(mail_sink.directory)] == ["lee@example.com"]
+
+
+class _SlowRelay:
+    """An SMTP relay that takes a while to accept each message."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(1.0)
+        self.received.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+async def test_a_graceful_stop_mid_send_finishes_and_records_the_email(settings):
+    """Stopping the worker while an email is on the wire lets that send finish and records
+    it Sent (a replica leaving during a rebalance must not leave its outcome unknown)."""
+    relay = _SlowRelay()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        slow = settings.model_copy(update={"smtp_port": controller.port})
+        runtime = bootstrap(slow)
+        async with running(runtime, worker=False):
+            disconnected = _disconnected(1301, "kim@example.com")
+            envelope = Envelope.wrap(disconnected, producer="accounts", subject=1301)
+            async with runtime.uow() as uow:
+                await handlers.on_event(
+                    disconnected,
+                    envelope,
+                    uow,
+                    mailing=handlers.Mailing(staff_email=None, mail_from=slow.mail_from),
+                )
+            dispatcher = Dispatcher(runtime.uow, SmtpMailer(slow), runtime.dispatcher.policy)
+            delivering = asyncio.create_task(dispatcher.deliver_due())
+
+            async def on_the_wire():
+                async with runtime.db.transaction() as session:
+                    claimed = await session.scalar(
+                        select(Email.sending_since).where(Email.account_id == 1301)
+                    )
+                assert claimed is not None
+
+            await eventually(on_the_wire)
+            delivering.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await delivering
+
+            async with runtime.db.transaction() as session:
+                email = await session.scalar(select(Email).where(Email.account_id == 1301))
+            assert email.state == EmailState.SENT.value
+            assert email.sending_since is None
+        assert relay.received == ["kim@example.com"]
+    finally:
+        controller.stop()

@@ -116,23 +116,35 @@ class Dispatcher:
         await self.close_abandoned()
         attempted = 0
         for email_id in await self._due():
-            claimed = await self.claim(email_id)
-            if claimed is None:
-                continue  # another replica took it
-            with tracer().start_as_current_span(
-                "email send",
-                context=context_from_headers(claimed.trace_headers),
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "backhaul.email_id": str(claimed.id),
-                    "backhaul.attempt": claimed.attempts,
-                },
-            ) as span:
-                reply = await self.send(claimed)
-                span.set_attribute("smtp.reply_code", reply.code)
-                await self._record_persistently(claimed, reply)
-            attempted += 1
+            attempt = asyncio.ensure_future(self._deliver_one(email_id))
+            try:
+                attempted += await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                # The worker is stopping: an email being sent is finished and its outcome
+                # recorded first (the stop waits, within its bound), so a graceful stop
+                # never leaves a message whose delivery is unknown. No new one is claimed.
+                await attempt
+                raise
         return attempted
+
+    async def _deliver_one(self, email_id: UUID) -> int:
+        """Claim, send and record one email; 1 if it was attempted, 0 if another took it."""
+        claimed = await self.claim(email_id)
+        if claimed is None:
+            return 0  # another replica took it
+        with tracer().start_as_current_span(
+            "email send",
+            context=context_from_headers(claimed.trace_headers),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "backhaul.email_id": str(claimed.id),
+                "backhaul.attempt": claimed.attempts,
+            },
+        ) as span:
+            reply = await self.send(claimed)
+            span.set_attribute("smtp.reply_code", reply.code)
+            await self._record_persistently(claimed, reply)
+        return 1
 
     async def _due(self) -> list[UUID]:
         uow = self.uow_factory()
