@@ -425,8 +425,13 @@ async def verify(
             )
         emails = (await call(http, "GET", f"{notifications}/accounts/{account_id}/emails")).json()
         notices = [e for e in emails if e["trigger_event_type"] == "AccountDisconnected"]
-        if len(notices) != 1 or notices[0]["state"] != "sent":
-            (lost if not notices else duplicated).append(f"{account_id}: notices {notices}")
+        if len(notices) > 1:
+            duplicated.append(f"{account_id}: {len(notices)} notices {notices}")
+        elif not notices or notices[0]["state"] != "sent":  # none, or one never delivered
+            lost.append(
+                f"{account_id}: notice "
+                + (f"{notices[0]['state']}: {notices[0]['reject_reason']}" if notices else "none")
+            )
 
     await bounded([lambda a=a: check(a) for a in population.disconnect])
 
@@ -458,8 +463,9 @@ async def verify(
         mail[key] = mail.get(key, 0) + 1
     duplicated += [f"mail {k} x{n}" for k, n in mail.items() if n > 1]
 
-    figures.lost = len(lost)
-    figures.duplicated = len(duplicated)
+    # Counted once per account (or mail), however many of its checks failed.
+    figures.lost = len({entry.split(":", 1)[0] for entry in lost})
+    figures.duplicated = len({entry.split(":", 1)[0] for entry in duplicated})
     figures.dead_letters = await dead_letter_count(cluster.bootstrap)
     figures.events = await event_count(cluster.bootstrap)
     figures.notes += (lost + duplicated)[:20]

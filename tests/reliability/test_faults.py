@@ -158,7 +158,7 @@ async def _rebalance(
             await asyncio.to_thread(cluster.stop_replica, replica, kill=False)
 
 
-@pytest.mark.parametrize("cluster", [ON_POSTGRES], indirect=True)
+@pytest.mark.parametrize("cluster", [ON_POSTGRES], indirect=True, ids=["postgresql"])
 async def test_consumer_replicas_added_and_removed_during_the_storm(cluster, record):
     """Scenario 4: rebalances. Worker replicas of billing, provisioning and notifications
     join and leave their consumer groups, each service on its own rhythm, during the storm
@@ -209,7 +209,10 @@ async def _readiness(url: str, timeout: float = 15) -> tuple[int, dict[str, obje
 
 
 @pytest.mark.parametrize(
-    "cluster", [{**ON_POSTGRES, "own_postgres": ("provisioning",)}], indirect=True
+    "cluster",
+    [{**ON_POSTGRES, "own_postgres": ("provisioning",)}],
+    indirect=True,
+    ids=["postgresql"],
 )
 async def test_a_consumers_database_down_for_30_s(cluster, record):
     """Scenario 5: provisioning's PostgreSQL (a cluster of its own, so nothing else is
