@@ -19,8 +19,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """Kafka and the five services on SQLite; a test parametrized indirectly passes other
     options (`{"database": "postgresql", "own_postgres": ("provisioning",)}`)."""
     running = Cluster(**getattr(request, "param", {}))
-    running.start()
     try:
+        running.start()  # inside: a start that fails half-way still stops what it started
         yield running
     finally:
         running.stop()

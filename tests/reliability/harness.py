@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,7 @@ class Cluster:
         self.replica_starts = 0
         self.replica_stops = 0
         self.replica_events = 0
+        self.replica_stops_forced = 0  # SIGTERMs that had to become SIGKILLs after 15 s
 
     def start(self) -> None:
         self.broker.start()
@@ -162,6 +165,7 @@ class Cluster:
         replica = self.stack.start_replica(service, role="worker")
         self.replica_starts += 1
         replica.wait_ready(timeout)
+        self._timeline(f"ready {replica.log_path.name}")
         return replica
 
     def stop_replica(self, replica: ServiceProcess, *, kill: bool) -> None:
@@ -170,12 +174,23 @@ class Cluster:
         first is added to `replica_events`."""
         assert self.stack is not None
         self.replica_events += handled_events(replica.url)
+        self._timeline(f"{'SIGKILL' if kill else 'SIGTERM'} {replica.log_path.name}")
         if kill:
             replica.kill()
         else:
             replica.stop()
+            assert replica.process is not None
+            if replica.process.returncode == -signal.SIGKILL:
+                self.replica_stops_forced += 1
+        self._timeline(f"gone {replica.log_path.name}")
         self.stack.replicas.remove(replica)
         self.replica_stops += 1
+
+    def _timeline(self, what: str) -> None:
+        """logs/replicas.log: when each replica was ready, signalled and gone (UTC), to set
+        beside the services' logs."""
+        with (self.root / "logs" / "replicas.log").open("a") as out:
+            out.write(f"{datetime.now(UTC):%H:%M:%S.%f} {what}\n")
 
     def rebalances(self, services: list[str]) -> int:
         """Partition assignments the first process of each service received after its
@@ -430,7 +445,12 @@ async def verify(
         elif not notices or notices[0]["state"] != "sent":  # none, or one never delivered
             lost.append(
                 f"{account_id}: notice "
-                + (f"{notices[0]['state']}: {notices[0]['reject_reason']}" if notices else "none")
+                + (
+                    f"{notices[0]['state']} (queued {notices[0]['queued_at']}): "
+                    f"{notices[0]['reject_reason']}"
+                    if notices
+                    else "none"
+                )
             )
 
     await bounded([lambda a=a: check(a) for a in population.disconnect])

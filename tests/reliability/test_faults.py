@@ -186,6 +186,10 @@ async def test_consumer_replicas_added_and_removed_during_the_storm(cluster, rec
         figures.replica_stops = cluster.replica_stops
         figures.replica_events = cluster.replica_events
         figures.rebalances = cluster.rebalances(CONSUMERS)
+        figures.notes.append(
+            f"{cluster.replica_stops_forced} of the SIGTERM stops had to be finished with a "
+            "SIGKILL after 15 s"
+        )
         await verify(cluster, http, population, figures)
     assert figures.replica_starts >= len(CONSUMERS), "too few rebalances to prove anything"
     assert figures.replica_stops == figures.replica_starts
