@@ -51,9 +51,44 @@ def _faults(f: dict[str, Any]) -> str:
     return "; ".join(parts) or "-"
 
 
+UNKNOWN_OUTCOME = "delivery outcome unknown"
+
+EMAIL_AT_MOST_ONCE = (
+    "\n{scenarios}: the lost disconnects above are notices, not consumer effects: their\n"
+    "final invoices and network releases are done, and nothing was doubled or\n"
+    "dead-lettered. Each is an email a notifications worker had claimed (the dispatcher\n"
+    "commits its claim before it talks SMTP) and that stopped before it recorded the\n"
+    "outcome; after the send lease (`EMAIL_SEND_LEASE_SECONDS`, 300 s) the dispatcher\n"
+    "closes such a row as rejected, *delivery outcome unknown*, and never sends it again,\n"
+    "so that no recipient gets it twice. Email is delivered at most once when a worker\n"
+    "dies mid-send: that is the notifications service's rule, and a scenario that SIGKILLs\n"
+    "notifications workers while they deliver a backlog exposes it. The run's\n"
+    "`logs/replicas.log` gives the time of every replica's start and stop, to set beside\n"
+    "the notices' times. Exactly once would need the dispatcher to send again with the same\n"
+    "Message-ID (the idempotency key) to a relay that drops repeats.\n"
+)
+
+
+def _only_emails_of_unknown_outcome(f: dict[str, Any]) -> bool:
+    """Lost disconnects whose only missing step is an email closed as of unknown outcome,
+    with nothing doubled or dead-lettered."""
+    notes = f.get("notes", [])
+    steps = [n for n in notes if ": steps " in n]
+    notices = [n for n in notes if ": notice " in n]
+    return (
+        f["lost"] > 0
+        and not f["duplicated"]
+        and not f["dead_letters"]
+        and len(notices) == f["lost"]
+        and all(UNKNOWN_OUTCOME in n for n in notices)
+        and all("'final_invoice': 'done'" in n and "'network_release': 'done'" in n for n in steps)
+    )
+
+
 def main() -> None:
     rows = []
     notes = []
+    at_most_once = []
     for path in sorted(RESULTS.glob("*.json")):
         f = json.loads(path.read_text())
         ran = datetime.fromtimestamp(path.stat().st_mtime, UTC)
@@ -67,9 +102,13 @@ def main() -> None:
         )
         if f["scenario"] in COMMANDS and f.get("notes"):
             notes += [f"- {f['scenario']}: {note}" for note in f["notes"]]
+        if _only_emails_of_unknown_outcome(f):
+            at_most_once.append(f"Scenario {f['scenario']}")
     TARGET.parent.mkdir(exist_ok=True)
     commands = "\n".join(f"- {scenario}: `{command}`" for scenario, command in COMMANDS.items())
     observed = ("\nFrom the last runs' notes:\n\n" + "\n".join(notes) + "\n") if notes else ""
+    if at_most_once:
+        observed += EMAIL_AT_MOST_ONCE.format(scenarios=", ".join(at_most_once))
     TARGET.write_text(
         "# Reliability: nothing lost, nothing doubled, under faults\n\n"
         "Produced by `make reliability` (`RELIABILITY_N` accounts per scenario, default 2,000;\n"
