@@ -94,6 +94,17 @@ def _disconnected(account_id, email, **extra):
     )
 
 
+async def _queue_directly(runtime, settings, event, envelope) -> None:
+    """Queue the event's email through the handler, without waking the dispatcher loop."""
+    async with runtime.uow() as uow:
+        await handlers.on_event(
+            event,
+            envelope,
+            uow,
+            mailing=handlers.Mailing(staff_email=None, mail_from=settings.mail_from),
+        )
+
+
 async def _emails(client, account_id, **params):
     response = await client.get(f"/accounts/{account_id}/emails", params=params)
     assert response.status_code == 200, response.text
@@ -146,13 +157,7 @@ async def test_disconnect_emails_the_primary_contact_once(service, settings, mai
     # Redelivered: by Kafka (the inbox drops it) and even past the inbox (the key does).
     record = Record(topic=settings.topic(disconnected.topic), value=envelope.to_bytes())
     assert await runtime.consumer.process(record) is Outcome.DUPLICATE
-    async with runtime.uow() as uow:
-        await handlers.on_event(
-            disconnected,
-            envelope,
-            uow,
-            mailing=handlers.Mailing(staff_email=None, mail_from=settings.mail_from),
-        )
+    await _queue_directly(runtime, settings, disconnected, envelope)
     await runtime.dispatcher.deliver_due()
     async with runtime.db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Email)) == 1
@@ -257,14 +262,8 @@ async def test_worker_dying_mid_send_never_sends_twice(service, settings, mail_s
     await _created(runtime, settings, 501, "fay@example.com")
     disconnected = _disconnected(501, "fay@example.com")
     envelope = Envelope.wrap(disconnected, producer="accounts", subject=501)
-    async with runtime.uow() as uow:
-        # Queue without waking the running dispatcher loop, then act as a worker that dies.
-        await handlers.on_event(
-            disconnected,
-            envelope,
-            uow,
-            mailing=handlers.Mailing(staff_email=None, mail_from=settings.mail_from),
-        )
+    # Queue without waking the running dispatcher loop, then act as a worker that dies.
+    await _queue_directly(runtime, settings, disconnected, envelope)
     async with runtime.db.transaction() as session:
         email_id = await session.scalar(select(Email.id).where(Email.account_id == 501))
     claimed = await dispatcher.claim(email_id)
@@ -558,13 +557,7 @@ async def test_two_replicas_never_claim_the_same_email(settings, mail_sink):
     async with running(runtime, worker=False):
         disconnected = _disconnected(1201, "lee@example.com")
         envelope = Envelope.wrap(disconnected, producer="accounts", subject=1201)
-        async with runtime.uow() as uow:
-            await handlers.on_event(
-                disconnected,
-                envelope,
-                uow,
-                mailing=handlers.Mailing(staff_email=None, mail_from=settings.mail_from),
-            )
+        await _queue_directly(runtime, settings, disconnected, envelope)
         async with runtime.db.transaction() as session:
             email_id = await session.scalar(select(Email.id).where(Email.account_id == 1201))
         first = runtime.dispatcher
@@ -604,13 +597,7 @@ async def test_a_graceful_stop_mid_send_finishes_and_records_the_email(settings)
         async with running(runtime, worker=False):
             disconnected = _disconnected(1301, "kim@example.com")
             envelope = Envelope.wrap(disconnected, producer="accounts", subject=1301)
-            async with runtime.uow() as uow:
-                await handlers.on_event(
-                    disconnected,
-                    envelope,
-                    uow,
-                    mailing=handlers.Mailing(staff_email=None, mail_from=slow.mail_from),
-                )
+            await _queue_directly(runtime, slow, disconnected, envelope)
             dispatcher = Dispatcher(runtime.uow, SmtpMailer(slow), runtime.dispatcher.policy)
             delivering = asyncio.create_task(dispatcher.deliver_due())
 

@@ -202,24 +202,14 @@ class EventConsumer:
                 batch.append((n, decoded))
             else:
                 outcomes[n] = decoded
-        if len(batch) == 1:
-            n, decoded = batch[0]
+        if len(batch) > 1:
+            together = await self._try_together([d for _, d in batch])
+            if together is not None:
+                for (n, _), outcome in zip(batch, together, strict=True):
+                    outcomes[n] = outcome
+                batch = []
+        for n, decoded in batch:  # one alone, or a batch that failed: one at a time
             outcomes[n] = await self._handle(decoded)
-        elif batch:
-            CONSUMER_BATCH_SIZE.labels(self.service).observe(len(batch))
-            while True:
-                try:
-                    together = await self._handle_together([d for _, d in batch])
-                except Exception as exc:
-                    if await self._waited_for_database(exc):
-                        continue  # the database's failure, not the batch's: all of it again
-                    log.warning("event_batch_failed", size=len(batch), error=repr(exc))
-                    for n, decoded in batch:
-                        outcomes[n] = await self._handle(decoded)
-                else:
-                    for (n, _), outcome in zip(batch, together, strict=True):
-                        outcomes[n] = outcome
-                break
         return [outcome or Outcome.IGNORED for outcome in outcomes]
 
     async def process(self, record: Record) -> Outcome:
@@ -241,6 +231,18 @@ class EventConsumer:
             EVENTS_HANDLED.labels(self.service, envelope.event_type, Outcome.IGNORED.value).inc()
             return Outcome.IGNORED
         return _Decoded(record, envelope, event, handler)
+
+    async def _try_together(self, batch: list[_Decoded]) -> list[Outcome] | None:
+        """The batch in one transaction, again after a database outage; None if it failed
+        for any other reason (the caller then handles it one event at a time)."""
+        CONSUMER_BATCH_SIZE.labels(self.service).observe(len(batch))
+        while True:
+            try:
+                return await self._handle_together(batch)
+            except Exception as exc:
+                if not await self._waited_for_database(exc):
+                    log.warning("event_batch_failed", size=len(batch), error=repr(exc))
+                    return None
 
     async def _handle_together(self, batch: list[_Decoded]) -> list[Outcome]:
         """Every event of the batch, its inbox row and its effect in one transaction."""

@@ -19,20 +19,7 @@ async def claim(session: AsyncSession, consumer: str, envelope: Envelope) -> boo
 
     Runs inside the handler's transaction: if the effect rolls back, so does the claim.
     """
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(inbox_messages)
-        .values(
-            consumer=consumer,
-            event_id=envelope.event_id,
-            event_type=envelope.event_type,
-            handled_at=datetime.now(UTC),
-        )
-        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-    )
-    result = await session.execute(statement)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return envelope.event_id in await claim_many(session, consumer, [envelope])
 
 
 async def claim_many(

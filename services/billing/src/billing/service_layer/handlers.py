@@ -50,13 +50,7 @@ async def announce_service(uow: UnitOfWork, service: Service) -> None:
     """Stage ServiceDefined: the catalogue service as it now is (written, so it has its id)."""
     await uow.session.flush()
     event = events.ServiceDefined(
-        service_id=service.id,
-        name=service.name,
-        kind=ServiceKind(service.kind),
-        price=service.price,
-        currency=service.currency,
-        download_kbps=service.download_kbps,
-        upload_kbps=service.upload_kbps,
+        **service_ref(service).model_dump(),
         prorates=service.prorates,
         tax_rate=service.tax_rate,
         defined_at=now(),
@@ -814,22 +808,7 @@ async def reverse_transaction(
                 await ledger.apply_available_credits(uow, invoice.bill_to_account_id, only=invoice)
             return reversal
         if kind is TransactionType.PAYMENT:
-            applications = (
-                await uow.session.scalars(
-                    select(CreditApplication).where(
-                        CreditApplication.credit_id == original.id,
-                        CreditApplication.removed_at.is_(None),
-                    )
-                )
-            ).all()
-            for application in applications:
-                paid = await get_invoice(uow, application.invoice_id)
-                if paid.frozen:
-                    raise Conflict(
-                        f"payment {transaction_id} paid frozen invoice {paid.number}: unfreeze "
-                        "it first"
-                    )
-                application.removed_at = now()
+            await ledger.take_back(uow, original, await ledger.applied_from(uow, original.id))
             original.reversed = True
             reversal = await ledger.record_credit(
                 uow,

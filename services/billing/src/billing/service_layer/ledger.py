@@ -244,7 +244,7 @@ async def take_back(uow: UnitOfWork, credit: Transaction, amount: Decimal) -> De
         paid = await get_invoice(uow, application.invoice_id)
         if paid.frozen:
             raise Conflict(
-                f"credit {credit.id} pays frozen invoice {paid.number}: unfreeze it first"
+                f"{credit.type} {credit.id} pays frozen invoice {paid.number}: unfreeze it first"
             )
         part = min(application.amount, amount - taken)
         application.removed_at = moment
