@@ -56,5 +56,7 @@ if [ "$purpose" = "test" ]; then
     mapfile -t extra < <(grep -v '^\s*#' tools/apt-packages.txt | sed '/^\s*$/d' | sort -u)
     [ ${#extra[@]} -gt 0 ] && apt_install "${extra[@]}"
   fi
+  say "helm for the chart tests (built once from the Go module proxy)"
+  tools/helm.sh
 fi
 say "ready"
