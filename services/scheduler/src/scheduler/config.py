@@ -13,7 +13,10 @@ class SchedulerSettings(ServiceSettings):
 
     # Firing: how often the timer looks for due events and how many it claims at once.
     firing_interval_seconds: float = Field(default=0.1, gt=0, le=5)
-    firing_batch_size: int = Field(default=500, ge=1, le=5000)
+    firing_batch_size: int = Field(default=1000, ge=1, le=5000)
+    # Concurrent firing loops in one process: one turns its claim into commands while another
+    # waits on the database. SQLite's single writer runs them in turn.
+    firing_lanes: int = Field(default=3, ge=1, le=8)
     # A dispatched event whose owner has not answered within this time fails with "no answer".
     answer_timeout_seconds: float = Field(default=600.0, gt=0)
 

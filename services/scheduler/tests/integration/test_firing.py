@@ -195,6 +195,8 @@ async def test_events_missed_while_down_fire_on_restart_in_time_order_per_accoun
 
 
 async def test_two_replicas_fire_each_of_1000_due_events_exactly_once(settings, kafka_bootstrap):
+    """Two processes' worth of timers, three lanes each, claiming small batches: six loops
+    race for the same rows, and each event still fires once and in order per account."""
     seeder = bootstrap(settings)
     await asyncio.to_thread(seeder.migrate)
     now = datetime.now(UTC)
@@ -222,7 +224,8 @@ async def test_two_replicas_fire_each_of_1000_due_events_exactly_once(settings, 
         await uow.session.execute(insert(ScheduledEvent), rows)
     await seeder.stop()
 
-    replicas = [bootstrap(settings) for _ in range(2)]
+    racing = settings.model_copy(update={"firing_batch_size": 50, "firing_lanes": 3})
+    replicas = [bootstrap(racing) for _ in range(2)]
     await asyncio.gather(*(r.start_worker() for r in replicas))
     try:
         observer = bootstrap(settings)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backhaul_kit.db import UtcDateTime
@@ -66,6 +66,24 @@ class ScheduledEvent(Base):
 
     __table_args__ = (
         Index("ix_scheduled_events_due", "state", "run_at"),
+        # The timer's two scans, each over its own state only: firing walks pending events in
+        # firing order (so a claim of 1,000 is an index range, not a sort of everything due),
+        # and the answer timeout walks dispatched events by dispatch time.
+        Index(
+            "ix_scheduled_events_firing_order",
+            "run_at",
+            "sequence",
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_scheduled_events_awaiting_answer",
+            "dispatched_at",
+            postgresql_where=text("state = 'dispatched'"),
+            sqlite_where=text("state = 'dispatched'"),
+        ),
         Index("ix_scheduled_events_account", "account_id", "run_at"),
     )
 
