@@ -47,6 +47,7 @@ def bootstrap(
             backoff_seconds=settings.email_retry_backoff_seconds,
             backoff_max_seconds=settings.email_retry_backoff_max_seconds,
             send_lease=timedelta(seconds=settings.email_send_lease_seconds),
+            pre_data_lease=timedelta(seconds=settings.pre_data_lease_seconds),
             batch_size=settings.email_batch_size,
         ),
     )

@@ -35,9 +35,24 @@ class NotificationsSettings(ServiceSettings):
     email_retry_backoff_max_seconds: float = Field(default=3600.0, ge=0)
     email_poll_interval_seconds: float = Field(default=1.0, gt=0)
     email_batch_size: int = Field(default=50, ge=1)
-    # A send that started this long ago and never recorded its outcome belongs to a worker
-    # that died mid-send; it is not sent again (at most once).
+    # A send that reached DATA this long ago and never recorded its outcome belongs to a
+    # worker that died mid-send; it is not sent again (at most once).
     email_send_lease_seconds: float = Field(default=300.0, gt=0)
+    # A claim that has not reached DATA this long after it was taken belongs to a worker that
+    # died (or stalled) before handing anything over: it is requeued and sent again. Unset:
+    # 2 x SMTP_TIMEOUT_SECONDS. Every step before DATA (connect, EHLO, STARTTLS, AUTH, MAIL,
+    # RCPT) answers in milliseconds from a healthy relay and ends the attempt when it hits
+    # SMTP_TIMEOUT_SECONDS, so a live worker is past RCPT well within twice that. Being
+    # wrong is safe, only wasteful: a worker whose claim was requeued finds it gone before
+    # DATA and quits without sending.
+    email_pre_data_lease_seconds: float | None = Field(default=None, gt=0)
+
+    @property
+    def pre_data_lease_seconds(self) -> float:
+        """EMAIL_PRE_DATA_LEASE_SECONDS, or its default derived from the SMTP timeout."""
+        if self.email_pre_data_lease_seconds is not None:
+            return self.email_pre_data_lease_seconds
+        return 2 * self.smtp_timeout_seconds
 
     @field_validator("staff_email")
     @classmethod
@@ -53,6 +68,13 @@ class NotificationsSettings(ServiceSettings):
         if self.email_send_lease_seconds < 4 * self.smtp_timeout_seconds:
             # A send is cut off at half the lease; it needs room for several SMTP round trips.
             raise ValueError("EMAIL_SEND_LEASE_SECONDS must be at least 4 x SMTP_TIMEOUT_SECONDS")
+        if self.pre_data_lease_seconds < self.smtp_timeout_seconds:
+            # Shorter than one SMTP step, live workers would be fenced out routinely.
+            raise ValueError("EMAIL_PRE_DATA_LEASE_SECONDS must be at least SMTP_TIMEOUT_SECONDS")
+        if self.pre_data_lease_seconds > self.email_send_lease_seconds:
+            raise ValueError(
+                "EMAIL_PRE_DATA_LEASE_SECONDS must not exceed EMAIL_SEND_LEASE_SECONDS"
+            )
         if (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("SMTP_USERNAME and SMTP_PASSWORD go together")
         return self

@@ -6,6 +6,7 @@ from uuid import UUID
 import pytest
 
 from notifications.domain.delivery import (
+    CLAIM_LOST,
     OUTCOME_UNKNOWN,
     RELAY_PROBLEM,
     Reply,
@@ -33,6 +34,7 @@ from notifications.domain.sms import NoSmsGateway, SmsUnavailable
         (Reply(550, "5.1.3 bad destination mailbox address syntax"), Verdict.INVALID),
         (Reply(RELAY_PROBLEM, "relay problem: connection refused"), Verdict.RELAY_PROBLEM),
         (Reply(OUTCOME_UNKNOWN, "connection lost during DATA"), Verdict.OUTCOME_UNKNOWN),
+        (Reply(CLAIM_LOST, "not sent: the claim was taken away"), Verdict.CLAIM_LOST),
     ],
 )
 def test_replies_are_classified(reply, verdict):
@@ -84,3 +86,16 @@ def test_staff_email_setting_is_checked():
         NotificationsSettings(smtp_timeout_seconds=60, email_send_lease_seconds=120)
     with pytest.raises(ValueError, match="not both"):
         NotificationsSettings(smtp_tls=True, smtp_starttls=True)
+
+
+def test_the_pre_data_lease_follows_the_smtp_timeout_unless_set():
+    from notifications.config import NotificationsSettings
+
+    assert NotificationsSettings().pre_data_lease_seconds == 60
+    assert NotificationsSettings(smtp_timeout_seconds=10).pre_data_lease_seconds == 20
+    chosen = NotificationsSettings(email_pre_data_lease_seconds=45)
+    assert chosen.pre_data_lease_seconds == 45
+    with pytest.raises(ValueError, match="at least SMTP_TIMEOUT_SECONDS"):
+        NotificationsSettings(email_pre_data_lease_seconds=10)
+    with pytest.raises(ValueError, match="must not exceed EMAIL_SEND_LEASE_SECONDS"):
+        NotificationsSettings(email_pre_data_lease_seconds=400)

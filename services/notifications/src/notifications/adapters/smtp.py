@@ -1,7 +1,18 @@
-"""Sending one email over SMTP (aiosmtplib) to the configured relay."""
+"""Sending one email over SMTP (aiosmtplib) to the configured relay.
+
+Nothing can have been delivered before the DATA command: a failure while connecting, in
+EHLO / STARTTLS / AUTH, MAIL FROM or RCPT TO is safe to retry. So once the relay has
+accepted the recipient, and before DATA, the mailer awaits the caller's `before_data` hook
+(the dispatcher commits its "DATA started" marker there, if its claim still holds). If the
+hook answers False the claim was taken away and the email is someone else's to send; if it
+raises, the marker could not be committed. Either way the mailer QUITs without DATA, so the
+relay discards the transaction, and reports CLAIM_LOST or RELAY_PROBLEM (not sent). A
+connection lost during DATA is OUTCOME_UNKNOWN: the message may have been delivered.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -12,7 +23,7 @@ import aiosmtplib
 import structlog
 
 from notifications.config import NotificationsSettings
-from notifications.domain.delivery import OUTCOME_UNKNOWN, RELAY_PROBLEM, Reply
+from notifications.domain.delivery import CLAIM_LOST, OUTCOME_UNKNOWN, RELAY_PROBLEM, Reply
 
 log = structlog.get_logger(__name__)
 
@@ -24,9 +35,19 @@ _POLICY = default_policy.clone(max_line_length=998)
 
 
 class Mailer(Protocol):
-    """Sends one message to one recipient and reports the server's reply; never raises."""
+    """Sends one message to one recipient and reports the server's reply; never raises.
 
-    async def send(self, message: EmailMessage, recipient: str) -> Reply: ...
+    `before_data` is awaited once, after the recipient is accepted and before any of the
+    message is handed over; unless it returns True nothing is sent (see the module docstring).
+    """
+
+    async def send(
+        self,
+        message: EmailMessage,
+        recipient: str,
+        *,
+        before_data: Callable[[], Awaitable[bool]],
+    ) -> Reply: ...
 
 
 class SmtpMailer:
@@ -39,7 +60,13 @@ class SmtpMailer:
     def sender(self) -> str:
         return parseaddr(self.settings.mail_from)[1]
 
-    async def send(self, message: EmailMessage, recipient: str) -> Reply:
+    async def send(
+        self,
+        message: EmailMessage,
+        recipient: str,
+        *,
+        before_data: Callable[[], Awaitable[bool]],
+    ) -> Reply:
         settings = self.settings
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         client = aiosmtplib.SMTP(
@@ -55,6 +82,7 @@ class SmtpMailer:
         # Until DATA is sent nothing can have been delivered, so any failure before it is safe
         # to retry; a connection lost during DATA leaves the outcome unknown.
         data_sent = False
+        aborted: Reply | None = None
         try:
             async with client:
                 utf8 = not (recipient.isascii() and self.sender.isascii())
@@ -65,12 +93,18 @@ class SmtpMailer:
                 await client.mail(self.sender, options=options, encoding=encoding)
                 await client.rcpt(recipient, encoding=encoding)
                 # Flattened here with our policy: aiosmtplib's own would fold long headers.
+                # Before the hook, so that nothing slow sits between the marker and DATA.
                 raw = message.as_bytes(policy=_POLICY.clone(linesep="\r\n", utf8=utf8))
+                aborted = await _may_start_data(before_data, settings.smtp_host)
+                if aborted is not None:
+                    return aborted  # leaving the block QUITs: the relay drops the transaction
                 data_sent = True
                 response = await client.data(raw)
         except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as exc:
             return Reply(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
+            if aborted is not None:
+                return aborted  # the QUIT after an abort failed: still nothing was sent
             if data_sent:
                 log.error("smtp_outcome_unknown", host=settings.smtp_host, error=repr(exc))
                 return Reply(OUTCOME_UNKNOWN, f"connection lost during DATA: {exc!r}")
@@ -79,6 +113,19 @@ class SmtpMailer:
             log.warning("smtp_relay_problem", host=settings.smtp_host, error=repr(exc))
             return Reply(RELAY_PROBLEM, f"relay problem: {type(exc).__name__}: {exc}")
         return Reply(response.code, response.message)
+
+
+async def _may_start_data(before_data: Callable[[], Awaitable[bool]], host: str) -> Reply | None:
+    """None if DATA may start; otherwise why not, as a reply that means "not sent"."""
+    try:
+        allowed = await before_data()
+    except Exception as exc:  # the marker's database is unreachable: do not send unmarked
+        log.warning("smtp_aborted_before_data", host=host, error=repr(exc))
+        return Reply(RELAY_PROBLEM, f"not sent: DATA could not be marked as started: {exc!r}")
+    if not allowed:
+        log.warning("smtp_claim_lost_before_data", host=host)
+        return Reply(CLAIM_LOST, "not sent: the claim was taken away before DATA")
+    return None
 
 
 def compose(

@@ -98,6 +98,12 @@ class Email(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     # Set (and committed) just before an SMTP attempt, cleared when its outcome is recorded.
     sending_since: Mapped[datetime | None] = mapped_column()
+    # The attempt's claim token, set with `sending_since`: only the worker holding it may mark
+    # DATA or record the outcome, so a claim taken away (requeued, closed) fences it out.
+    claim_id: Mapped[UUID | None] = mapped_column()
+    # Committed just before the SMTP DATA command: from then on the message may be delivered.
+    # A claim that expires without it is sent again; one that expires with it never is.
+    data_started_at: Mapped[datetime | None] = mapped_column()
     sent_at: Mapped[datetime | None] = mapped_column()
     rejected_at: Mapped[datetime | None] = mapped_column()
 

@@ -31,6 +31,7 @@ class Verdict(StrEnum):
 
     SENT = "sent"
     RELAY_PROBLEM = "relay_problem"  # no verdict on the recipient yet
+    CLAIM_LOST = "claim_lost"  # stopped before DATA: the row was requeued or closed meanwhile
     OUTCOME_UNKNOWN = "outcome_unknown"  # may have been delivered: closed, never resent
     TEMPORARY = "temporary"  # 4xx: try again later
     PERMANENT = "permanent"  # 5xx: never retried
@@ -40,6 +41,7 @@ class Verdict(StrEnum):
 # Pseudo reply codes for attempts that got no verdict on the recipient.
 RELAY_PROBLEM = 0  # nothing was handed over (relay down, login refused): retry, uncounted
 OUTCOME_UNKNOWN = -1  # lost during DATA: it may have been delivered, so never retry
+CLAIM_LOST = -2  # not sent: the claim was taken away before DATA, its new holder sends it
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def classify(reply: Reply) -> Verdict:
         return Verdict.RELAY_PROBLEM
     if reply.code == OUTCOME_UNKNOWN:
         return Verdict.OUTCOME_UNKNOWN
+    if reply.code == CLAIM_LOST:
+        return Verdict.CLAIM_LOST
     if 200 <= reply.code < 300:
         return Verdict.SENT
     if 500 <= reply.code < 600:

@@ -1,11 +1,24 @@
 """The dispatcher: sends queued email at most once per row, outside any transaction.
 
-For each due row it (1) claims it in its own committed transaction (`sending_since`,
-`attempts + 1`), (2) talks SMTP with no transaction open, (3) records the outcome in another
-transaction and emits EmailSent / EmailRejected. A row whose claim is older than the send
-lease belongs to a worker that died between sending and recording: whether the message left
-is unknown, so it is NOT sent again but closed as Rejected with that reason.
-Several replicas may run this loop: the claim is a conditional UPDATE, so one wins.
+For each due row it (1) claims it in its own committed transaction (`sending_since`, a fresh
+`claim_id`, `attempts + 1`), (2) talks SMTP with no transaction open, (3) records the outcome
+in another transaction and emits EmailSent / EmailRejected. Several replicas may run this
+loop: the claim is a conditional UPDATE, so one wins.
+
+Nothing can be delivered before SMTP DATA, so just before it the mailer calls back and the
+dispatcher commits `data_started_at`, in one conditional UPDATE that matches only while its
+claim still holds (same `claim_id`, still Queued, not yet marked). If it matches nothing the
+claim was taken away and the mailer quits without DATA; if the database fails, the mailer
+quits too and the email is retried. Recording an outcome is fenced the same way: it applies
+only while the row is held by the claim that sent it.
+
+A claim that outlives its lease belongs to a worker that died (or stalled) mid-send:
+- without `data_started_at` (and past the short pre-DATA lease), nothing was delivered: the
+  row is requeued, the attempt not counted, and sent again. The fence makes this safe even
+  if the old worker is still alive: it can no longer mark DATA, so it never sends.
+- with `data_started_at` (past the send lease), the message may have left: whether it did is
+  unknown, so it is NOT sent again but closed as Rejected with that reason.
+A claim taken before the claim token existed (`claim_id` NULL) is treated as the latter.
 """
 
 from __future__ import annotations
@@ -14,11 +27,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import structlog
 from opentelemetry.trace import SpanKind
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
 from backhaul_kit.context import flow
@@ -28,6 +41,7 @@ from notifications.adapters.smtp import Mailer, compose
 from notifications.adapters.tables import Email
 from notifications.domain.delivery import (
     OUTCOME_UNKNOWN,
+    RELAY_PROBLEM,
     EmailState,
     Reply,
     Verdict,
@@ -53,7 +67,10 @@ class DeliveryPolicy:
     max_attempts: int = 5
     backoff_seconds: float = 60.0
     backoff_max_seconds: float = 3600.0
+    # A claim whose send reached DATA and has no outcome after this long is closed as unknown.
     send_lease: timedelta = timedelta(minutes=5)
+    # A claim that has not reached DATA after this long is requeued (see the module docstring).
+    pre_data_lease: timedelta = timedelta(seconds=60)
     batch_size: int = 50
 
 
@@ -62,6 +79,7 @@ class Claimed:
     """A snapshot of a claimed row: what the send needs, with no session attached."""
 
     id: UUID
+    claim_id: UUID
     account_id: int
     recipient: str
     subject: str
@@ -163,6 +181,7 @@ class Dispatcher:
 
     async def claim(self, email_id: UUID) -> Claimed | None:
         """Mark the row as being sent, and commit that, before any SMTP traffic."""
+        claim_id = uuid4()
         uow = self.uow_factory()
         async with uow:
             result = await uow.session.execute(
@@ -172,7 +191,12 @@ class Dispatcher:
                     Email.state == EmailState.QUEUED.value,
                     Email.sending_since.is_(None),
                 )
-                .values(sending_since=self.clock(), attempts=Email.attempts + 1)
+                .values(
+                    sending_since=self.clock(),
+                    claim_id=claim_id,
+                    data_started_at=None,
+                    attempts=Email.attempts + 1,
+                )
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -185,6 +209,7 @@ class Dispatcher:
             ).scalar_one()
             return Claimed(
                 id=email.id,
+                claim_id=claim_id,
                 account_id=email.account_id,
                 recipient=email.recipient,
                 subject=email.subject,
@@ -209,12 +234,43 @@ class Dispatcher:
             idempotency_key=claimed.idempotency_key,
             queued_at=claimed.queued_at,
         )
+        data_may_start = False
+
+        async def before_data() -> bool:
+            nonlocal data_may_start
+            data_may_start = await self.mark_data_started(claimed)
+            return data_may_start
+
         # A hard bound well inside the lease, so no send outlives its claim.
         limit = self.policy.send_lease.total_seconds() / 2
         try:
-            return await asyncio.wait_for(self.mailer.send(message, claimed.recipient), limit)
+            return await asyncio.wait_for(
+                self.mailer.send(message, claimed.recipient, before_data=before_data), limit
+            )
         except TimeoutError:
+            if not data_may_start:  # cut off before DATA: nothing was handed over
+                return Reply(RELAY_PROBLEM, f"relay problem: no DATA within {limit:.0f}s")
             return Reply(OUTCOME_UNKNOWN, f"the SMTP conversation took longer than {limit:.0f}s")
+
+    async def mark_data_started(self, claimed: Claimed) -> bool:
+        """The fence before DATA: commit `data_started_at` if this claim still holds the row.
+
+        False if it does not (the claim expired and the row was requeued or closed): the
+        mailer must then not send. Raises if the database cannot be reached.
+        """
+        uow = self.uow_factory()
+        async with uow:
+            result = await uow.session.execute(
+                update(Email)
+                .where(
+                    Email.id == claimed.id,
+                    Email.claim_id == claimed.claim_id,
+                    Email.state == EmailState.QUEUED.value,
+                    Email.data_started_at.is_(None),
+                )
+                .values(data_started_at=self.clock())
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def _record_persistently(self, claimed: Claimed, reply: Reply) -> None:
         """The message may be out: losing its outcome to a database blip would close it as
@@ -237,17 +293,23 @@ class Dispatcher:
     async def _record(self, claimed: Claimed, reply: Reply) -> EmailState:
         uow = self.uow_factory()
         async with uow:
-            email = await uow.session.get(Email, claimed.id, populate_existing=True)
+            # Locked (PostgreSQL; SQLite transactions are serial anyway), so close_abandoned
+            # cannot take the claim away between this check and the commit.
+            email = await uow.session.get(
+                Email, claimed.id, populate_existing=True, with_for_update=True
+            )
             assert email is not None
-            if email.state != EmailState.QUEUED.value or email.sending_since is None:
-                # Closed meanwhile (its lease ran out): that outcome stands, emit nothing more.
+            if email.state != EmailState.QUEUED.value or email.claim_id != claimed.claim_id:
+                # Its lease ran out meanwhile: the row was closed (that outcome stands) or
+                # requeued (another claim sends it). Emit nothing more.
                 log.warning("email_outcome_too_late", email_id=str(email.id), reply=str(reply))
                 return EmailState(email.state)
             now = self.clock()
-            email.sending_since = None
+            _release(email)
             verdict = classify(reply)
-            if verdict is Verdict.RELAY_PROBLEM:
-                # The relay, not the recipient, failed: this attempt does not count.
+            if verdict in (Verdict.RELAY_PROBLEM, Verdict.CLAIM_LOST):
+                # Nothing was handed over (the relay failed, not the recipient; or the mailer
+                # stopped before DATA): this attempt does not count.
                 email.attempts = max(email.attempts - 1, 0)
                 email.reject_reason = str(reply)
                 email.next_attempt_at = now + retry_delay(
@@ -295,24 +357,54 @@ class Dispatcher:
             return state
 
     async def close_abandoned(self) -> int:
-        """Rows claimed longer ago than the lease: their worker died mid-send. Never resend."""
+        """Expired claims: requeue those that never reached DATA, close the others as
+        outcome unknown (never resent). Returns how many rows were requeued or closed."""
         uow = self.uow_factory()
         async with uow:
-            cutoff = self.clock() - self.policy.send_lease
-            rows = list(
+            now = self.clock()
+            # Locked and skipped if locked (PostgreSQL): a row whose outcome is being recorded
+            # right now, or that another replica is closing, is left to them.
+            before_data = list(
                 await uow.session.scalars(
-                    select(Email).where(
+                    select(Email)
+                    .where(
                         Email.state == EmailState.QUEUED.value,
-                        Email.sending_since.is_not(None),
-                        Email.sending_since < cutoff,
+                        Email.claim_id.is_not(None),
+                        Email.data_started_at.is_(None),
+                        Email.sending_since < now - self.policy.pre_data_lease,
                     )
+                    .with_for_update(skip_locked=True)
                 )
             )
-            for email in rows:
-                email.sending_since = None
+            for email in before_data:
+                claimed_since = email.sending_since
+                _release(email)
+                # Never handed over: sent again at once, and the attempt does not count.
+                email.attempts = max(email.attempts - 1, 0)
+                email.next_attempt_at = now
+                with flow(email.correlation_id, email.trigger_event_id):
+                    log.warning(
+                        "email_send_requeued",
+                        email_id=str(email.id),
+                        claimed_since=claimed_since.isoformat() if claimed_since else None,
+                        reason="the claim expired before DATA: nothing was delivered",
+                    )
+            in_data = list(
+                await uow.session.scalars(
+                    select(Email)
+                    .where(
+                        Email.state == EmailState.QUEUED.value,
+                        Email.sending_since < now - self.policy.send_lease,
+                        or_(Email.data_started_at.is_not(None), Email.claim_id.is_(None)),
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for email in in_data:
+                _release(email)
                 with flow(email.correlation_id, email.trigger_event_id):
                     await self._reject(uow, email, EmailState.REJECTED, ABANDONED, permanent=True)
-            return len(rows)
+            return len(before_data) + len(in_data)
 
     async def _reject(
         self, uow: UnitOfWork, email: Email, state: EmailState, reason: str, *, permanent: bool
@@ -333,6 +425,13 @@ class Dispatcher:
             subject=email.account_id,
         )
         log.warning("email_rejected", email_id=str(email.id), state=state.value, reason=reason)
+
+
+def _release(email: Email) -> None:
+    """End the row's current attempt: no claim, no DATA marker."""
+    email.sending_since = None
+    email.claim_id = None
+    email.data_started_at = None
 
 
 def _common(email: Email) -> dict[str, object]:
