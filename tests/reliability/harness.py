@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from backhaul_devstack.kafka_broker import KafkaBroker, free_port
 from backhaul_devstack.postgres import PostgresCluster
-from backhaul_devstack.smtp_sink import read_messages
+from backhaul_devstack.smtp_sink import read_messages, read_repeats
 from backhaul_devstack.stack import SERVICES, ServiceProcess, Stack
 
 
@@ -61,6 +61,10 @@ class Figures:
     lost: int = 0
     duplicated: int = 0
     dead_letters: int = 0
+    # The notifications service's EMAIL_UNKNOWN_OUTCOME, and the repeats the mail sink
+    # dropped (with `drop_repeats`: resends of a message it already held).
+    email_unknown_outcome: str = "close"
+    email_repeats_dropped: int = 0
     storm_seconds: float = 0.0
     recovery_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -72,6 +76,8 @@ class Cluster:
     `database="postgresql"` puts the services' databases on PostgreSQL (one database per
     service, created before they start); the services in `own_postgres` get a PostgreSQL
     cluster of their own, which `stop_database` can take down without touching the others.
+    `service_env` adds settings for one service's processes (replicas and restarts too);
+    `drop_repeats` makes the mail sink a relay that stores a repeated message only once.
     """
 
     def __init__(
@@ -80,6 +86,8 @@ class Cluster:
         *,
         database: str = "sqlite",
         own_postgres: tuple[str, ...] = (),
+        service_env: dict[str, dict[str, str]] | None = None,
+        drop_repeats: bool = False,
     ) -> None:
         if database not in ("sqlite", "postgresql"):
             raise ValueError(f"unknown database {database!r}")
@@ -88,6 +96,8 @@ class Cluster:
         self.root = root or Path(tempfile.mkdtemp(prefix="backhaul-chaos-"))
         self.database = database
         self.own_postgres = own_postgres
+        self.service_env = service_env or {}
+        self.drop_repeats = drop_repeats
         self.broker = KafkaBroker(port=free_port(), data_dir=self.root / "kafka")
         self.stack: Stack | None = None
         self.postgres: dict[str, PostgresCluster] = {}  # "shared" and one per own_postgres
@@ -106,6 +116,8 @@ class Cluster:
             smtp_port=free_port(),
             mail_http_port=free_port(),
             extra_env={"LOG_LEVEL": "WARNING", "SCHEDULER_POLL_INTERVAL_SECONDS": "0.2"},
+            service_extra_env=self.service_env,
+            drop_repeats=self.drop_repeats,
             database_urls=self._create_databases(),
         )
         self.stack.start(timeout=180)
@@ -144,6 +156,11 @@ class Cluster:
     def mail_dir(self) -> Path:
         assert self.stack is not None
         return self.stack.mail_dir
+
+    @property
+    def email_unknown_outcome(self) -> str:
+        """The notifications processes' EMAIL_UNKNOWN_OUTCOME (the service's default: close)."""
+        return self.service_env.get("notifications", {}).get("EMAIL_UNKNOWN_OUTCOME", "close")
 
     def kill(self, service: str) -> None:
         assert self.stack is not None
@@ -419,6 +436,11 @@ async def verify(
     notifications, provisioning = cluster.url("notifications"), cluster.url("provisioning")
     lost: list[str] = []
     duplicated: list[str] = []
+    # Everything is complete by now, so the sink holds every message that will ever arrive.
+    messages = read_messages(cluster.mail_dir)
+    stored: dict[str, int] = {}
+    for message in messages:
+        stored[str(message["message_id"])] = stored.get(str(message["message_id"]), 0) + 1
 
     async def check(account_id: int) -> None:
         progress = (
@@ -452,6 +474,12 @@ async def verify(
                     else "none"
                 )
             )
+        else:  # sent: the sink must hold exactly one copy
+            copies = stored.get(notices[0]["message_id"], 0)
+            if copies != 1:
+                (lost if not copies else duplicated).append(
+                    f"{account_id}: notice {notices[0]['message_id']} stored {copies} times"
+                )
 
     await bounded([lambda a=a: check(a) for a in population.disconnect])
 
@@ -478,10 +506,14 @@ async def verify(
             )
 
     mail: dict[str, int] = {}
-    for message in read_messages(cluster.mail_dir):
+    for message in messages:
         key = f"{message['to']}|{message['subject']}"
         mail[key] = mail.get(key, 0) + 1
     duplicated += [f"mail {k} x{n}" for k, n in mail.items() if n > 1]
+    # Resends the sink recognised and did not store: each would otherwise be a second mail.
+    repeats = read_repeats(cluster.mail_dir)
+    figures.email_unknown_outcome = cluster.email_unknown_outcome
+    figures.email_repeats_dropped = len(repeats)
 
     # Counted once per account (or mail), however many of its checks failed.
     figures.lost = len({entry.split(":", 1)[0] for entry in lost})
@@ -489,6 +521,10 @@ async def verify(
     figures.dead_letters = await dead_letter_count(cluster.bootstrap)
     figures.events = await event_count(cluster.bootstrap)
     figures.notes += (lost + duplicated)[:20]
+    figures.notes += [
+        f"the mail sink dropped a repeat of {r['to']} {r['message_id']} ({r['received_at']})"
+        for r in repeats[:10]
+    ]
 
 
 async def _end_offsets(bootstrap: str, select: Callable[[str], bool]) -> int:

@@ -16,10 +16,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def mail_sink(tmp_path):
+def mail_sink(request, tmp_path):
+    """The development mail sink; parametrized indirectly, its options (`drop_repeats`)."""
+    options = getattr(request, "param", {})
     # A free port can be taken by another suite between choosing and binding it: try again.
     for attempt in range(5):
-        sink = MailSink(tmp_path / "mail", smtp_port=_free_port(), http_port=_free_port())
+        sink = MailSink(
+            tmp_path / "mail", smtp_port=_free_port(), http_port=_free_port(), **options
+        )
         try:
             sink.start()
             break

@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     sink.add_argument("--dir", type=Path, default=var_dir() / "mail")
     sink.add_argument("--smtp-port", type=int, default=1025)
     sink.add_argument("--http-port", type=int, default=8025)
+    sink.add_argument(
+        "--drop-repeats",
+        action="store_true",
+        help="act as a deduplicating relay: store a message with an idempotency key (or "
+        "Message-ID) already stored only once, and count the repeats (GET /repeats)",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         print(development_token(args.subject, args.scopes))
         return 0
-    serve_forever(args.dir, args.smtp_port, args.http_port)
+    serve_forever(args.dir, args.smtp_port, args.http_port, drop_repeats=args.drop_repeats)
     return 0
 
 

@@ -100,7 +100,11 @@ class Stack:
     smtp_port: int = 1025
     mail_http_port: int = 8025
     topic_prefix: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # for every service
+    # For one service's processes (its replicas and restarts too), over `extra_env`.
+    service_extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The mail sink drops a message whose idempotency key it already stored (see smtp_sink).
+    drop_repeats: bool = False
     database_urls: dict[str, str] = field(default_factory=dict)  # else a SQLite file each
     broker: KafkaBroker | None = None
     mail_sink: subprocess.Popen[bytes] | None = None
@@ -134,6 +138,7 @@ class Stack:
             "ENVIRONMENT": "development",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
+            **self.service_extra_env.get(name, {}),
         }
         env.pop("ROLE", None)
         return env
@@ -195,6 +200,7 @@ class Stack:
                 str(self.smtp_port),
                 "--http-port",
                 str(self.mail_http_port),
+                *(["--drop-repeats"] if self.drop_repeats else []),
             ],
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,

@@ -35,7 +35,7 @@ def bootstrap(
         settings,
         title="Backhaul notifications",
         description="Triggered email with true delivery states (Queued, Sent, Rejected, "
-        "Invalid), sent at most once per event and recipient.",
+        "Invalid), one per event and recipient.",
         migrations_dir=MIGRATIONS,
     )
     dispatcher = Dispatcher(
@@ -48,6 +48,7 @@ def bootstrap(
             backoff_max_seconds=settings.email_retry_backoff_max_seconds,
             send_lease=timedelta(seconds=settings.email_send_lease_seconds),
             pre_data_lease=timedelta(seconds=settings.pre_data_lease_seconds),
+            unknown_outcome=settings.email_unknown_outcome,
             batch_size=settings.email_batch_size,
         ),
     )

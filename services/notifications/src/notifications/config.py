@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from backhaul_kit.config import ServiceSettings
-from notifications.domain.delivery import address_problem
+from notifications.domain.delivery import UnknownOutcome, address_problem
 
 
 class NotificationsSettings(ServiceSettings):
@@ -35,8 +35,13 @@ class NotificationsSettings(ServiceSettings):
     email_retry_backoff_max_seconds: float = Field(default=3600.0, ge=0)
     email_poll_interval_seconds: float = Field(default=1.0, gt=0)
     email_batch_size: int = Field(default=50, ge=1)
+    # A send cut off during SMTP DATA may or may not have been delivered. `close`: closed as
+    # Rejected, never sent again (at most once; such a send may be lost). `resend`: sent
+    # again with the same Message-ID, within EMAIL_MAX_ATTEMPTS (at least once; exactly
+    # once behind a relay or mailbox that drops a repeated Message-ID).
+    email_unknown_outcome: UnknownOutcome = UnknownOutcome.CLOSE
     # A send that reached DATA this long ago and never recorded its outcome belongs to a
-    # worker that died mid-send; it is not sent again (at most once).
+    # worker that died mid-send: its outcome is unknown (see EMAIL_UNKNOWN_OUTCOME).
     email_send_lease_seconds: float = Field(default=300.0, gt=0)
     # A claim that has not reached DATA this long after it was taken belongs to a worker that
     # died (or stalled) before handing anything over: it is requeued and sent again. Unset:

@@ -10,12 +10,14 @@ from notifications.domain.delivery import (
     OUTCOME_UNKNOWN,
     RELAY_PROBLEM,
     Reply,
+    UnknownOutcome,
     Verdict,
     address_problem,
     classify,
     email_id_for,
     idempotency_key,
     message_id_for,
+    resend_unknown,
     retry_delay,
     should_retry,
 )
@@ -99,3 +101,21 @@ def test_the_pre_data_lease_follows_the_smtp_timeout_unless_set():
         NotificationsSettings(email_pre_data_lease_seconds=10)
     with pytest.raises(ValueError, match="must not exceed EMAIL_SEND_LEASE_SECONDS"):
         NotificationsSettings(email_pre_data_lease_seconds=400)
+
+
+def test_an_unknown_outcome_is_resent_only_in_resend_mode_and_within_the_attempts():
+    assert not resend_unknown(UnknownOutcome.CLOSE, 1, 5)
+    assert resend_unknown(UnknownOutcome.RESEND, 1, 5)
+    assert resend_unknown(UnknownOutcome.RESEND, 4, 5)
+    assert not resend_unknown(UnknownOutcome.RESEND, 5, 5)  # the last attempt: closed
+
+
+def test_the_unknown_outcome_setting(monkeypatch):
+    from notifications.config import NotificationsSettings
+
+    assert NotificationsSettings().email_unknown_outcome is UnknownOutcome.CLOSE
+    monkeypatch.setenv("EMAIL_UNKNOWN_OUTCOME", "resend")
+    assert NotificationsSettings().email_unknown_outcome is UnknownOutcome.RESEND
+    monkeypatch.setenv("EMAIL_UNKNOWN_OUTCOME", "twice")
+    with pytest.raises(ValueError, match="email_unknown_outcome"):
+        NotificationsSettings()

@@ -8,6 +8,13 @@ hook answers False the claim was taken away and the email is someone else's to s
 raises, the marker could not be committed. Either way the mailer QUITs without DATA, so the
 relay discards the transaction, and reports CLAIM_LOST or RELAY_PROBLEM (not sent). A
 connection lost during DATA is OUTCOME_UNKNOWN: the message may have been delivered.
+
+What the dispatcher makes of OUTCOME_UNKNOWN is EMAIL_UNKNOWN_OUTCOME: `close` (at most
+once: never sent again, so a message cut off inside DATA may be lost) or `resend` (at least
+once: sent again). Every message carries a Message-ID and an `X-Backhaul-Idempotency-Key`
+that follow from the email's idempotency key, and a resend is composed from the same row, so
+it carries the same ones: behind a relay or mailbox that drops a repeated Message-ID, `resend`
+is exactly once; elsewhere the recipient may get it twice.
 """
 
 from __future__ import annotations

@@ -32,15 +32,30 @@ class Verdict(StrEnum):
     SENT = "sent"
     RELAY_PROBLEM = "relay_problem"  # no verdict on the recipient yet
     CLAIM_LOST = "claim_lost"  # stopped before DATA: the row was requeued or closed meanwhile
-    OUTCOME_UNKNOWN = "outcome_unknown"  # may have been delivered: closed, never resent
+    OUTCOME_UNKNOWN = "outcome_unknown"  # may have been delivered: see UnknownOutcome
     TEMPORARY = "temporary"  # 4xx: try again later
     PERMANENT = "permanent"  # 5xx: never retried
     INVALID = "invalid"  # the address itself cannot be delivered to
 
 
+class UnknownOutcome(StrEnum):
+    """EMAIL_UNKNOWN_OUTCOME: what becomes of an email whose send was cut off during SMTP
+    DATA (connection lost, time limit hit, worker killed). Whether such a message was
+    delivered cannot be known, so each choice gives up something.
+    """
+
+    # At most once: closed as Rejected, never sent again. A send cut off inside DATA that
+    # had not in fact been delivered is lost.
+    CLOSE = "close"
+    # At least once: sent again, with the same Message-ID and idempotency header, within
+    # the attempt limit. Exactly once only behind a relay or mailbox that drops a repeated
+    # Message-ID; elsewhere the recipient may get it twice.
+    RESEND = "resend"
+
+
 # Pseudo reply codes for attempts that got no verdict on the recipient.
 RELAY_PROBLEM = 0  # nothing was handed over (relay down, login refused): retry, uncounted
-OUTCOME_UNKNOWN = -1  # lost during DATA: it may have been delivered, so never retry
+OUTCOME_UNKNOWN = -1  # lost during DATA: it may have been delivered (see UnknownOutcome)
 CLAIM_LOST = -2  # not sent: the claim was taken away before DATA, its new holder sends it
 
 
@@ -108,6 +123,12 @@ def retry_delay(attempt: int, *, base_seconds: float, max_seconds: float) -> tim
 def should_retry(attempts: int, max_attempts: int) -> bool:
     """After `attempts` temporary rejections, is another attempt allowed?"""
     return attempts < max_attempts
+
+
+def resend_unknown(mode: UnknownOutcome, attempts: int, max_attempts: int) -> bool:
+    """After `attempts` (the cut-off one included), is an email of unknown outcome sent
+    again? Only in `resend` mode, and only while attempts remain; otherwise it is closed."""
+    return mode is UnknownOutcome.RESEND and should_retry(attempts, max_attempts)
 
 
 def idempotency_key(trigger_event_id: UUID, recipient: str) -> str:

@@ -1,4 +1,4 @@
-"""The dispatcher: sends queued email at most once per row, outside any transaction.
+"""The dispatcher: sends queued email outside any transaction, one claim at a time.
 
 For each due row it (1) claims it in its own committed transaction (`sending_since`, a fresh
 `claim_id`, `attempts + 1`), (2) talks SMTP with no transaction open, (3) records the outcome
@@ -17,8 +17,21 @@ A claim that outlives its lease belongs to a worker that died (or stalled) mid-s
   row is requeued, the attempt not counted, and sent again. The fence makes this safe even
   if the old worker is still alive: it can no longer mark DATA, so it never sends.
 - with `data_started_at` (past the send lease), the message may have left: whether it did is
-  unknown, so it is NOT sent again but closed as Rejected with that reason.
+  unknown. So is the outcome of a send whose connection was lost during DATA, or that hit
+  the hard time limit after DATA started.
 A claim taken before the claim token existed (`claim_id` NULL) is treated as the latter.
+
+What happens to an email of unknown outcome is the policy's `unknown_outcome`
+(EMAIL_UNKNOWN_OUTCOME); SMTP itself offers no exactly-once:
+- `close` (the default), at most once: the row is closed as Rejected, "delivery outcome
+  unknown", and never sent again. A worker killed inside DATA may lose the mail.
+- `resend`, at least once: the row is sent again, within `max_attempts` and then closed as
+  above. An expired in-DATA claim is requeued (claim cleared, due now, the attempt counted);
+  a lost connection or the time limit is retried like a temporary failure (with backoff).
+  Each is logged as `email_resent_after_unknown_outcome`; nothing is emitted until the
+  resend's outcome (one EmailSent). The resend carries the same Message-ID and
+  `X-Backhaul-Idempotency-Key` (composed from the row), so it is exactly once only behind a
+  relay or mailbox that drops a repeated Message-ID; elsewhere a recipient may get it twice.
 """
 
 from __future__ import annotations
@@ -44,8 +57,10 @@ from notifications.domain.delivery import (
     RELAY_PROBLEM,
     EmailState,
     Reply,
+    UnknownOutcome,
     Verdict,
     classify,
+    resend_unknown,
     retry_delay,
     should_retry,
 )
@@ -56,6 +71,9 @@ ABANDONED = (
     "delivery outcome unknown: the worker stopped while sending; "
     "not sent again so the recipient never gets it twice"
 )
+# `resend` mode: why a requeued row waits, and why it was closed once attempts ran out.
+ABANDONED_GAVE_UP = "delivery outcome unknown: the worker stopped while sending"
+ABANDONED_RESENT = f"{ABANDONED_GAVE_UP}; sent again with the same Message-ID"
 
 
 RECORD_ATTEMPTS = 4
@@ -72,6 +90,8 @@ class DeliveryPolicy:
     # A claim that has not reached DATA after this long is requeued (see the module docstring).
     pre_data_lease: timedelta = timedelta(seconds=60)
     batch_size: int = 50
+    # A send that may or may not have been delivered: closed, or sent again (module docstring).
+    unknown_outcome: UnknownOutcome = UnknownOutcome.CLOSE
 
 
 @dataclass(frozen=True)
@@ -328,6 +348,16 @@ class Dispatcher:
                 )
                 log.info("email_sent", email_id=str(email.id), attempts=email.attempts)
                 return EmailState.SENT
+            if verdict is Verdict.OUTCOME_UNKNOWN and self._resends(email):
+                # Retried like a temporary failure; this attempt counts.
+                email.reject_reason = str(reply)
+                email.next_attempt_at = now + retry_delay(
+                    email.attempts,
+                    base_seconds=self.policy.backoff_seconds,
+                    max_seconds=self.policy.backoff_max_seconds,
+                )
+                _log_resend(email, str(reply))
+                return EmailState.QUEUED
             if verdict is Verdict.TEMPORARY and should_retry(
                 email.attempts, self.policy.max_attempts
             ):
@@ -350,15 +380,26 @@ class Dispatcher:
             if verdict is Verdict.TEMPORARY:
                 reason = f"{reason} (gave up after {email.attempts} attempts)"
             elif verdict is Verdict.OUTCOME_UNKNOWN:
-                reason = f"delivery outcome unknown ({reply}); not sent again"
+                reason = f"delivery outcome unknown ({reply}); {self._not_resent(email)}"
             await self._reject(
                 uow, email, state, reason, permanent=verdict is not Verdict.TEMPORARY
             )
             return state
 
+    def _resends(self, email: Email) -> bool:
+        """Is this email, whose last attempt has an unknown outcome, sent again?"""
+        return resend_unknown(self.policy.unknown_outcome, email.attempts, self.policy.max_attempts)
+
+    def _not_resent(self, email: Email) -> str:
+        """Why an email of unknown outcome is closed, for its reject reason."""
+        if self.policy.unknown_outcome is UnknownOutcome.CLOSE:
+            return "not sent again"
+        return f"gave up after {email.attempts} attempts"
+
     async def close_abandoned(self) -> int:
-        """Expired claims: requeue those that never reached DATA, close the others as
-        outcome unknown (never resent). Returns how many rows were requeued or closed."""
+        """Expired claims: requeue those that never reached DATA; the others' outcome is
+        unknown: close them (`close`) or requeue them while attempts remain (`resend`).
+        Returns how many rows were requeued or closed."""
         uow = self.uow_factory()
         async with uow:
             now = self.clock()
@@ -403,7 +444,18 @@ class Dispatcher:
             for email in in_data:
                 _release(email)
                 with flow(email.correlation_id, email.trigger_event_id):
-                    await self._reject(uow, email, EmailState.REJECTED, ABANDONED, permanent=True)
+                    if self._resends(email):
+                        # Sent again at once; the cut-off attempt counts. Emits nothing.
+                        email.reject_reason = ABANDONED_RESENT
+                        email.next_attempt_at = now
+                        _log_resend(
+                            email, "the send lease ran out: the worker stopped while sending"
+                        )
+                        continue
+                    reason = ABANDONED
+                    if self.policy.unknown_outcome is UnknownOutcome.RESEND:
+                        reason = f"{ABANDONED_GAVE_UP} ({self._not_resent(email)})"
+                    await self._reject(uow, email, EmailState.REJECTED, reason, permanent=True)
             return len(before_data) + len(in_data)
 
     async def _reject(
@@ -425,6 +477,17 @@ class Dispatcher:
             subject=email.account_id,
         )
         log.warning("email_rejected", email_id=str(email.id), state=state.value, reason=reason)
+
+
+def _log_resend(email: Email, reason: str) -> None:
+    log.warning(
+        "email_resent_after_unknown_outcome",
+        email_id=str(email.id),
+        message_id=email.message_id,
+        attempts=email.attempts,
+        reason=reason,
+        next_attempt_at=email.next_attempt_at.isoformat() if email.next_attempt_at else None,
+    )
 
 
 def _release(email: Email) -> None:
