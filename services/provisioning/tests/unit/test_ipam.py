@@ -91,3 +91,45 @@ def test_next_free_never_returns_a_taken_address(taken_hosts):
     assert int(found.network_address) - int(pool.network_address) == min(
         set(range(1, 255)) - taken_hosts
     )
+
+
+@given(
+    st.integers(min_value=0, max_value=2**128),
+    st.integers(min_value=0, max_value=2**128),
+)
+def test_keys_sort_as_the_addresses_do(a, b):
+    assert len(ipam.key(a)) == len(ipam.key(b)) == ipam.KEY_DIGITS
+    assert (ipam.key(a) < ipam.key(b)) == (a < b)
+    assert ipam.unkey(ipam.key(a)) == a
+
+
+def test_range_keys_of_a_host_a_subnet_and_the_end_of_the_address_space():
+    host = ipam.range_keys(net("10.0.0.255/32"))
+    assert (host.first, host.last, host.after) == (
+        "00000000000000000000000000a0000ff",
+        "00000000000000000000000000a0000ff",
+        "00000000000000000000000000a000100",
+    )
+    subnet = ipam.range_keys(net("10.0.0.8/29"))
+    assert (ipam.unkey(subnet.first), ipam.unkey(subnet.after)) == (0x0A000008, 0x0A000010)
+    top = ipam.range_keys(net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"))
+    assert top.after == "1" + "0" * 32 and top.last < top.after
+
+
+def test_usable_range_keeps_hosts_off_the_network_and_broadcast_addresses():
+    start = int(ipaddress.ip_address("10.0.0.0"))
+    assert ipam.usable_range(net("10.0.0.0/24")) == (start + 1, start + 254)
+    assert ipam.usable_range(net("10.0.0.0/24"), 30) == (start, start + 255)
+    assert ipam.usable_range(net("10.0.0.0/31")) == (start, start + 1)
+    assert ipam.usable_range(net("10.0.0.0/32")) == (start, start)
+    with pytest.raises(InvalidInput, match="does not fit"):
+        ipam.usable_range(net("10.0.0.0/24"), 23)
+
+
+def test_the_reference_walks_key_pairs_as_it_walks_networks():
+    pool = net("2001:db8::/120")
+    taken = [net("2001:db8::/127"), net("2001:db8::4/126"), net("2001:db8::2/128")]
+    pairs = [(int(t.network_address), int(t.broadcast_address)) for t in taken]
+    for prefix in (128, 127, 126, 124):
+        assert ipam.first_free_block(pool, pairs, prefix) == ipam.next_free(pool, taken, prefix)
+    assert ipam.render(ipam.next_free(pool, taken)) == "2001:db8::3"

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from backhaul_kit.db import UtcDateTime
+from provisioning.domain import ipam
 
 
 class Base(DeclarativeBase):
@@ -64,6 +65,14 @@ class AccountDataService(Base):
 # -- IPAM -------------------------------------------------------------------------------------
 
 
+# An address as `ipam.key` writes it. Compared bytewise on PostgreSQL whatever the database's
+# collation (hex digits order the same in any sane collation, but the index should not depend
+# on it); SQLite compares text bytewise anyway.
+RANGE_KEY = String(ipam.KEY_DIGITS).with_variant(
+    String(ipam.KEY_DIGITS, collation="C"), "postgresql"
+)
+
+
 class DhcpServer(Base):
     __tablename__ = "dhcp_servers"
 
@@ -90,6 +99,10 @@ class IpPool(Base):
     version: Mapped[int] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Where the search for the next free address starts (a key; empty: the pool's first
+    # address): every usable address below it is taken but for assignments ended since
+    # (`IpAssignment.pending_free`). See adapters/taken_blocks.py.
+    search_from: Mapped[str | None] = mapped_column(RANGE_KEY)
 
     dhcp_servers: Mapped[list[DhcpServer]] = relationship(
         secondary="pool_dhcp_servers", lazy="selectin", order_by="DhcpServer.id"
@@ -97,7 +110,12 @@ class IpPool(Base):
 
 
 class IpAssignment(Base):
-    """An address or subnet given to an assignee; ended assignments are the history."""
+    """An address or subnet given to an assignee; ended assignments are the history.
+
+    `range_first`, `range_last` and `range_after` (the address after the block) are the block
+    as sortable keys, so the database finds overlaps and the next free address itself
+    (adapters/taken_blocks.py).
+    """
 
     __tablename__ = "ip_assignments"
 
@@ -105,6 +123,9 @@ class IpAssignment(Base):
     pool_id: Mapped[int] = mapped_column(ForeignKey("ip_pools.id"))
     address: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
+    range_first: Mapped[str] = mapped_column(RANGE_KEY)
+    range_last: Mapped[str] = mapped_column(RANGE_KEY)
+    range_after: Mapped[str] = mapped_column(RANGE_KEY)
     account_id: Mapped[int] = mapped_column(Integer)
     assignee_kind: Mapped[str] = mapped_column(String(30))
     mac: Mapped[str | None] = mapped_column(String(17))
@@ -117,6 +138,8 @@ class IpAssignment(Base):
     removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     removed_reason: Mapped[str | None] = mapped_column(String(40))
     moved_to: Mapped[UUID | None] = mapped_column()
+    # Ended, and its block not yet folded into the pool's search start (taken_blocks.freed).
+    pending_free: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
         Index("ix_ip_assignments_account", "account_id", "removed_at"),
@@ -129,6 +152,25 @@ class IpAssignment(Base):
             unique=True,
             sqlite_where=text("removed_at IS NULL"),
             postgresql_where=text("removed_at IS NULL"),
+        ),
+        # The current blocks of a pool in address order: overlap checks and the next free
+        # address are seeks on it. Unique, as blocks never overlap: a second guard, and it tells
+        # SQLite's planner (which has no statistics) that a seek on it finds one row.
+        Index(
+            "ix_ip_assignments_current_range",
+            "pool_id",
+            "range_first",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+        # The few ended blocks a pool's next search must look below its search start for.
+        Index(
+            "ix_ip_assignments_pending_free",
+            "pool_id",
+            "range_first",
+            sqlite_where=text("pending_free = 1"),
+            postgresql_where=text("pending_free"),
         ),
     )
 

@@ -80,41 +80,100 @@ def overlapping(candidate: Network, taken: Iterable[Network]) -> Network | None:
     return None
 
 
-def next_free(pool: Network, taken: Iterable[Network], prefix_length: int | None = None) -> Network:
-    """The lowest free address (or free subnet of `prefix_length`) in the pool.
+# An address as a fixed-width hex string, so that the database orders and compares addresses
+# as text in numeric order (on SQLite and PostgreSQL alike; the family is kept apart by the
+# `version` column). 33 digits, not 32: the address after the last IPv6 address is 2**128.
+KEY_DIGITS = 33
 
-    Walks the pool in order, jumping past each taken block, so it stays fast in a large
-    IPv6 pool with few assignments.
+
+def key(address: int) -> str:
+    """An address (or the one after a block) as the database stores and compares it."""
+    return f"{address:0{KEY_DIGITS}x}"
+
+
+def unkey(value: str) -> int:
+    return int(value, 16)
+
+
+@dataclass(frozen=True)
+class RangeKeys:
+    """A block's first and last address and the address after it, as stored keys."""
+
+    first: str
+    last: str
+    after: str
+
+
+def range_keys(network: Network) -> RangeKeys:
+    first, last = int(network.network_address), int(network.broadcast_address)
+    return RangeKeys(first=key(first), last=key(last), after=key(last + 1))
+
+
+def usable_range(pool: Network, prefix_length: int | None = None) -> tuple[int, int]:
+    """The first and last address a new block of `prefix_length` (a host if None) may use.
+
+    A host never takes the network or broadcast address of an IPv4 pool that has them; a
+    subnet is aligned to its size, so it never could hold just one of them.
     """
     prefix = prefix_length or pool.max_prefixlen
     if prefix < pool.prefixlen or prefix > pool.max_prefixlen:
         raise InvalidInput(
             f"prefix length /{prefix} does not fit in the pool {pool} (/{pool.prefixlen})"
         )
-    blocks = sorted(
-        (int(t.network_address), int(t.broadcast_address))
-        for t in taken
-        if t.version == pool.version
-    )
-    step = 2 ** (pool.max_prefixlen - prefix)
     start = int(pool.network_address)
     end = int(pool.broadcast_address)
-    reserve_edges = _has_network_and_broadcast(pool) and prefix == pool.max_prefixlen
-    first = start + 1 if reserve_edges else start
-    last = end - 1 if reserve_edges else end
-    candidate = first if prefix == pool.max_prefixlen else start
+    if _has_network_and_broadcast(pool) and prefix == pool.max_prefixlen:
+        return start + 1, end - 1
+    return start, end
+
+
+def pool_exhausted(pool: Network, prefix_length: int | None = None) -> Conflict:
+    """The error of a pool with no free block of the size asked for."""
+    prefix = prefix_length or pool.max_prefixlen
+    size = "address" if prefix == pool.max_prefixlen else f"/{prefix} subnet"
+    return Conflict(f"pool {pool} has no free {size} left")
+
+
+def first_free_block(
+    pool: Network, blocks: Iterable[tuple[int, int]], prefix_length: int | None = None
+) -> Network:
+    """The lowest free block of `prefix_length` (a host if None) given the taken blocks as
+    (first, last) address pairs; see `next_free`."""
+    prefix = prefix_length or pool.max_prefixlen
+    first, last = usable_range(pool, prefix)
+    ordered = sorted(blocks)
+    step = 2 ** (pool.max_prefixlen - prefix)
+    start = int(pool.network_address)
+    candidate = first
     index = 0
     while candidate + step - 1 <= last:
-        while index < len(blocks) and blocks[index][1] < candidate:
+        while index < len(ordered) and ordered[index][1] < candidate:
             index += 1
-        if index < len(blocks) and blocks[index][0] <= candidate + step - 1:
+        if index < len(ordered) and ordered[index][0] <= candidate + step - 1:
             # Overlaps a taken block: jump past it, aligned to the requested size.
-            after = blocks[index][1] + 1
+            after = ordered[index][1] + 1
             candidate = after + (-(after - start) % step)
             continue
         return ipaddress.ip_network((candidate, prefix))
-    size = "address" if prefix == pool.max_prefixlen else f"/{prefix} subnet"
-    raise Conflict(f"pool {pool} has no free {size} left")
+    raise pool_exhausted(pool, prefix)
+
+
+def next_free(pool: Network, taken: Iterable[Network], prefix_length: int | None = None) -> Network:
+    """The lowest free address (or free subnet of `prefix_length`) in the pool.
+
+    Walks the pool in order, jumping past each taken block, so it stays fast in a large
+    IPv6 pool with few assignments. The reference for the database's own search
+    (adapters/taken_blocks.py), which finds the same address without reading every block.
+    """
+    return first_free_block(
+        pool,
+        (
+            (int(t.network_address), int(t.broadcast_address))
+            for t in taken
+            if t.version == pool.version
+        ),
+        prefix_length,
+    )
 
 
 @dataclass(frozen=True)

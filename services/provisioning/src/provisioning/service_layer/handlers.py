@@ -31,6 +31,7 @@ from backhaul_contracts.events.billing import (
 )
 from backhaul_kit.errors import Conflict, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
+from provisioning.adapters import taken_blocks
 from provisioning.adapters.tables import (
     AccountDataService,
     AccountReplica,
@@ -210,30 +211,26 @@ async def _assign(uow: UnitOfWork, command: AssignIp, *, actor: str, now: dateti
     pool = await get_pool(uow, command.pool_id, for_update=True)
     pool_network = ipam.parse_stored(pool.cidr)
     mac, radius_account = await _resolve_assignee(uow, command.account_id, command.assignee, now)
-    current = await active_assignments(uow, pool_id=pool.id)
+    search_start = await taken_blocks.search_start(session, pool)
     if command.address is not None:
         network = ipam.parse_assignment(command.address, pool_network)
         if command.prefix_length is not None and command.prefix_length != network.prefixlen:
             raise InvalidInput(
                 f"prefix_length /{command.prefix_length} contradicts the address {command.address}"
             )
-        for other in current:
-            taken = ipam.parse_stored(other.address)
-            if not network.overlaps(taken):
-                continue
-            if other.soft and not command.soft and taken == network:
+        while (other := await taken_blocks.overlapping(session, pool.id, network)) is not None:
+            held = ipam.parse_stored(other.address)
+            if other.soft and not command.soft and held == network:
                 # A soft assignment (learnt, not configured) yields to a real one.
                 await _end(uow, other, now, reason="replaced")
                 continue
-            what = "address" if ipam.is_host(taken) else "subnet"
+            what = "address" if ipam.is_host(held) else "subnet"
             raise Conflict(
                 f"{what} {other.address} of pool {pool.name!r} is already assigned "
                 f"(to {other.assignee_kind} of account {other.account_id})"
             )
     else:
-        network = ipam.next_free(
-            pool_network, [ipam.parse_stored(a.address) for a in current], command.prefix_length
-        )
+        network = await taken_blocks.next_free(session, pool, command.prefix_length)
     kind = command.assignee.kind
     rules = provisioning_of(kind)
     if rules.dhcp_reservation and not ipam.is_host(network):
@@ -248,11 +245,15 @@ async def _assign(uow: UnitOfWork, command: AssignIp, *, actor: str, now: dateti
         )
         if holder is not None:
             raise Conflict(f"MAC {mac} already holds the address {holder}")
+    keys = ipam.range_keys(network)
     assignment = IpAssignment(
         id=uuid4(),
         pool_id=pool.id,
         address=ipam.render(network),
         version=network.version,
+        range_first=keys.first,
+        range_last=keys.last,
+        range_after=keys.after,
         account_id=command.account_id,
         assignee_kind=kind.value,
         mac=mac,
@@ -264,10 +265,12 @@ async def _assign(uow: UnitOfWork, command: AssignIp, *, actor: str, now: dateti
         assigned_by=actor,
     )
     session.add(assignment)
+    lowest_free = command.address is None and ipam.is_host(network)
     try:
         await session.flush()
     except IntegrityError:
         raise Conflict(f"address {assignment.address} is already assigned") from None
+    await taken_blocks.assigned(session, pool, keys, lowest_free=lowest_free, start=search_start)
     if rules.dhcp_reservation:
         for server in pool.dhcp_servers:
             session.add(
@@ -306,6 +309,7 @@ async def _end(uow: UnitOfWork, assignment: IpAssignment, now: datetime, *, reas
     session = uow.session
     assignment.removed_at = now
     assignment.removed_reason = reason
+    taken_blocks.freed(assignment)
     removed = await session.execute(
         delete(DhcpReservation).where(DhcpReservation.assignment_id == assignment.id)
     )

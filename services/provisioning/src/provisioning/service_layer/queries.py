@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 
 from backhaul_kit.errors import InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
+from provisioning.adapters import taken_blocks
 from provisioning.adapters.tables import (
     AddressList,
     AddressListChange,
@@ -32,13 +33,9 @@ class PoolView:
 
 
 async def _pool_view(uow: UnitOfWork, pool: IpPool) -> PoolView:
-    taken = await uow.session.scalars(
-        select(IpAssignment.address).where(
-            IpAssignment.pool_id == pool.id, IpAssignment.removed_at.is_(None)
-        )
-    )
     network = ipam.parse_stored(pool.cidr)
-    return PoolView(pool, ipam.utilisation(network, [ipam.parse_stored(a) for a in taken]))
+    used = await taken_blocks.used_addresses(uow.session, pool.id, network.version)
+    return PoolView(pool, ipam.Utilisation(size=ipam.pool_size(network), used=used))
 
 
 async def list_pools(uow: UnitOfWork) -> list[PoolView]:
@@ -58,15 +55,7 @@ async def next_free(uow: UnitOfWork, pool_id: int, prefix_length: int | None) ->
     """What the next assignment in the pool would get (nothing is reserved)."""
     async with uow:
         pool = await get_pool(uow, pool_id)
-        taken = await uow.session.scalars(
-            select(IpAssignment.address).where(
-                IpAssignment.pool_id == pool.id, IpAssignment.removed_at.is_(None)
-            )
-        )
-        network = ipam.next_free(
-            ipam.parse_stored(pool.cidr), [ipam.parse_stored(a) for a in taken], prefix_length
-        )
-        return ipam.render(network)
+        return ipam.render(await taken_blocks.next_free(uow.session, pool, prefix_length))
 
 
 async def list_dhcp_servers(uow: UnitOfWork) -> list[DhcpServer]:
