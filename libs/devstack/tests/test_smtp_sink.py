@@ -2,7 +2,6 @@
 drops as a repeat and counts (in this process, over HTTP, and from a sink the Stack runs as a
 process of its own)."""
 
-import contextlib
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -38,21 +37,7 @@ async def _send(port: int, message: EmailMessage) -> str:
 @pytest.fixture
 def sink(request, tmp_path):
     """A sink on free ports; parametrized indirectly, its options."""
-    for attempt in range(5):
-        sink = MailSink(
-            tmp_path / "mail",
-            smtp_port=free_port(),
-            http_port=free_port(),
-            **getattr(request, "param", {}),
-        )
-        try:
-            sink.start()
-            break
-        except (OSError, RuntimeError):
-            with contextlib.suppress(Exception):
-                sink.stop()
-            if attempt == 4:
-                raise
+    sink = MailSink.on_free_ports(tmp_path / "mail", **getattr(request, "param", {}))
     yield sink
     sink.stop()
 

@@ -1,6 +1,3 @@
-import contextlib
-import socket
-
 import pytest
 
 from backhaul_devstack.smtp_sink import MailSink
@@ -9,29 +6,10 @@ from notifications.bootstrap import bootstrap
 from notifications.config import NotificationsSettings
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mail_sink(request, tmp_path):
     """The development mail sink; parametrized indirectly, its options (`drop_repeats`)."""
-    options = getattr(request, "param", {})
-    # A free port can be taken by another suite between choosing and binding it: try again.
-    for attempt in range(5):
-        sink = MailSink(
-            tmp_path / "mail", smtp_port=_free_port(), http_port=_free_port(), **options
-        )
-        try:
-            sink.start()
-            break
-        except (OSError, RuntimeError):
-            with contextlib.suppress(Exception):
-                sink.stop()
-            if attempt == 4:
-                raise
+    sink = MailSink.on_free_ports(tmp_path / "mail", **getattr(request, "param", {}))
     yield sink
     sink.stop()
 

@@ -14,6 +14,7 @@ the notifications service's `EMAIL_UNKNOWN_OUTCOME=resend` exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.message
 import email.parser
@@ -28,6 +29,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from backhaul_devstack.kafka_broker import free_port
 
 REPEATS_FILE = "repeats.jsonl"
 
@@ -190,6 +193,27 @@ class MailSink:
         self.controller.stop()
         if self._http is not None:
             self._http.shutdown()
+
+    @classmethod
+    def on_free_ports(cls, directory: Path, *, drop_repeats: bool = False) -> MailSink:
+        """A started sink on ports nobody holds. A free port can be taken by another process
+        between choosing and binding it, so a failed start is tried again on new ones."""
+        for attempt in range(5):
+            sink = cls(
+                directory,
+                smtp_port=free_port(),
+                http_port=free_port(),
+                drop_repeats=drop_repeats,
+            )
+            try:
+                sink.start()
+                return sink
+            except (OSError, RuntimeError):
+                with contextlib.suppress(Exception):
+                    sink.stop()
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def serve_forever(

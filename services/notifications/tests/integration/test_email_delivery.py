@@ -732,6 +732,21 @@ async def test_a_send_cut_off_before_data_is_requeued_and_sent_once(
     assert await _emitted(runtime) == ["EmailQueued", "EmailSent"]
 
 
+async def _sent_but_not_recorded(runtime, settings, email_id):
+    """A dispatcher on a controllable clock that claimed and sent the email (the relay has
+    it) and then died before recording the outcome: its DATA marker stays committed."""
+    clock = _Clock()
+    dispatcher = Dispatcher(
+        runtime.uow, SmtpMailer(settings), runtime.dispatcher.policy, clock=clock
+    )
+    claimed = await dispatcher.claim(email_id)
+    assert claimed is not None
+    reply = await dispatcher.send(claimed)
+    assert classify(reply) is Verdict.SENT
+    assert (await _row(runtime, email_id)).data_started_at == clock.now
+    return dispatcher, clock, claimed, reply
+
+
 async def test_a_send_cut_off_after_data_started_is_closed_and_never_resent(
     idle_worker, settings, mail_sink
 ):
@@ -739,15 +754,8 @@ async def test_a_send_cut_off_after_data_started_is_closed_and_never_resent(
     unknown after the (long) send lease, never requeued and never sent again."""
     runtime = idle_worker
     email_id = await _queued(runtime, settings, 1402, "nia@example.com")
-    clock = _Clock()
-    policy = runtime.dispatcher.policy
-    dispatcher = Dispatcher(runtime.uow, SmtpMailer(settings), policy, clock=clock)
-    claimed = await dispatcher.claim(email_id)
-    assert claimed is not None
-    reply = await dispatcher.send(claimed)  # the relay has it ...
-    assert classify(reply) is Verdict.SENT
-    # ... and the worker dies before it records the outcome.
-    assert (await _row(runtime, email_id)).data_started_at == clock.now
+    dispatcher, clock, claimed, reply = await _sent_but_not_recorded(runtime, settings, email_id)
+    policy = dispatcher.policy
 
     clock.advance(policy.pre_data_lease + timedelta(seconds=1))
     assert await dispatcher.deliver_due() == 0  # past DATA: the short lease does not apply
@@ -954,15 +962,8 @@ async def test_resend_mode_sends_a_send_cut_off_inside_data_again_with_the_same_
         return await store(server, session, envelope)
 
     mail_sink.handler.handle_DATA = recording
-    clock = _Clock()
-    policy = runtime.dispatcher.policy
-    dispatcher = Dispatcher(runtime.uow, SmtpMailer(settings), policy, clock=clock)
-    claimed = await dispatcher.claim(email_id)
-    assert claimed is not None
-    reply = await dispatcher.send(claimed)  # the relay has it ...
-    assert classify(reply) is Verdict.SENT
-    # ... and the worker dies before it records the outcome.
-    assert (await _row(runtime, email_id)).data_started_at == clock.now
+    dispatcher, clock, claimed, reply = await _sent_but_not_recorded(runtime, settings, email_id)
+    policy = dispatcher.policy
 
     clock.advance(policy.pre_data_lease + timedelta(seconds=1))
     assert await dispatcher.close_abandoned() == 0  # past DATA: the short lease does not apply

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from backhaul_kit.db import UtcDateTime
+from backhaul_kit.db import UtcDateTime, partial_index
 from provisioning.domain import ipam
 
 
@@ -145,24 +145,22 @@ class IpAssignment(Base):
         Index("ix_ip_assignments_account", "account_id", "removed_at"),
         Index("ix_ip_assignments_pool", "pool_id", "removed_at"),
         # The database's own guard that one address is never assigned twice at once.
-        Index(
+        partial_index(
             "uq_ip_assignments_current_address",
             "pool_id",
             "address",
+            where="removed_at IS NULL",
             unique=True,
-            sqlite_where=text("removed_at IS NULL"),
-            postgresql_where=text("removed_at IS NULL"),
         ),
         # The current blocks of a pool in address order: overlap checks and the next free
         # address are seeks on it. Unique, as blocks never overlap: a second guard, and it tells
         # SQLite's planner (which has no statistics) that a seek on it finds one row.
-        Index(
+        partial_index(
             "ix_ip_assignments_current_range",
             "pool_id",
             "range_first",
+            where="removed_at IS NULL",
             unique=True,
-            sqlite_where=text("removed_at IS NULL"),
-            postgresql_where=text("removed_at IS NULL"),
         ),
         # The few ended blocks a pool's next search must look below its search start for.
         Index(
@@ -235,13 +233,12 @@ class AddressListEntry(Base):
         Index("ix_address_list_entries_list", "address_list_id", "valid_to"),
         Index("ix_address_list_entries_account", "account_id", "valid_to"),
         Index("ix_address_list_entries_address", "address", "valid_from"),
-        Index(
+        partial_index(
             "uq_address_list_entries_current",
             "address_list_id",
             "assignment_id",
+            where="valid_to IS NULL",
             unique=True,
-            sqlite_where=text("valid_to IS NULL"),
-            postgresql_where=text("valid_to IS NULL"),
         ),
     )
 
@@ -289,12 +286,11 @@ class RadiusAccount(Base):
 
     __table_args__ = (
         # A deleted login keeps its name as history; the name may be taken again.
-        Index(
+        partial_index(
             "uq_radius_accounts_current_username",
             "username",
+            where="deleted_at IS NULL",
             unique=True,
-            sqlite_where=text("deleted_at IS NULL"),
-            postgresql_where=text("deleted_at IS NULL"),
         ),
     )
 

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from backhaul_kit.db import UtcDateTime
+from backhaul_kit.db import UtcDateTime, partial_index
 
 
 class Base(DeclarativeBase):
@@ -69,22 +69,17 @@ class ScheduledEvent(Base):
         # The timer's two scans, each over its own state only: firing walks pending events in
         # firing order (so a claim of 1,000 is an index range, not a sort of everything due),
         # and the answer timeout walks dispatched events by dispatch time.
-        Index(
+        partial_index(
             "ix_scheduled_events_firing_order",
             "run_at",
             "sequence",
             "created_at",
             "id",
-            postgresql_where=text("state = 'pending'"),
-            sqlite_where=text("state = 'pending'"),
+            where="state = 'pending'",
         ),
-        Index(
-            "ix_scheduled_events_awaiting_answer",
-            "dispatched_at",
-            postgresql_where=text("state = 'dispatched'"),
-            sqlite_where=text("state = 'dispatched'"),
+        partial_index(
+            "ix_scheduled_events_awaiting_answer", "dispatched_at", where="state = 'dispatched'"
         ),
-        Index("ix_scheduled_events_account", "account_id", "run_at"),
     )
 
 
