@@ -283,7 +283,7 @@ async def test_firing_outcomes_arrive_over_kafka_on_either_owners_topic(
         handlers.Schedule(
             account_id=321,
             action=Action.DISCONNECT,
-            run_at=datetime.now(UTC) + timedelta(milliseconds=300),
+            run_at=datetime.now(UTC) + timedelta(seconds=3),
             parameters={"proration": "none"},
         ),
         actor="staff",

@@ -75,8 +75,9 @@ async def test_a_vacation_swaps_status_and_data_service_on_leaving_and_back_on_r
         "/vacations",
         json={
             "account_id": 201,
-            "leave_at": at(1),
-            "return_at": at(2.5),
+            # Seconds ahead, so that a loaded machine still takes them as future.
+            "leave_at": at(5),
+            "return_at": at(7),
             "vacation_status_id": VACATION_STATUS,
             "vacation_service_id": VACATION_1M,
             "note": "two weeks in Lisbon",
