@@ -50,6 +50,7 @@ def bootstrap(
             pre_data_lease=timedelta(seconds=settings.pre_data_lease_seconds),
             unknown_outcome=settings.email_unknown_outcome,
             batch_size=settings.email_batch_size,
+            concurrency=settings.email_send_concurrency,
         ),
     )
     runtime.include_router(router)

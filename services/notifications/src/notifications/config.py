@@ -35,6 +35,9 @@ class NotificationsSettings(ServiceSettings):
     email_retry_backoff_max_seconds: float = Field(default=3600.0, ge=0)
     email_poll_interval_seconds: float = Field(default=1.0, gt=0)
     email_batch_size: int = Field(default=50, ge=1)
+    # Emails sent at once by one process. Each send waits mostly on the relay and the
+    # database, so a few in flight multiply a process's rate; each has its own claim.
+    email_send_concurrency: int = Field(default=4, ge=1, le=64)
     # A send cut off during SMTP DATA may or may not have been delivered. `close`: closed as
     # Rejected, never sent again (at most once; such a send may be lost). `resend`: sent
     # again with the same Message-ID, within EMAIL_MAX_ATTEMPTS (at least once; exactly

@@ -634,6 +634,92 @@ async def test_a_graceful_stop_mid_send_finishes_and_records_the_email(settings)
         controller.stop()
 
 
+class _CountingRelay(_SlowRelay):
+    """A slow relay that notes how many messages it was given at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_data = 0
+        self.most_at_once = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_data += 1
+        self.most_at_once = max(self.most_at_once, self.in_data)
+        try:
+            return await super().handle_DATA(server, session, envelope)
+        finally:
+            self.in_data -= 1
+
+
+@pytest.fixture
+def counting_relay():
+    relay = _CountingRelay()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield relay, controller.port
+    controller.stop()
+
+
+async def test_a_round_sends_its_emails_concurrently_each_once(settings, counting_relay):
+    """EMAIL_SEND_CONCURRENCY emails of a round are on the wire at once, each under its own
+    claim: every one is sent once and recorded Sent."""
+    relay, port = counting_relay
+    slow = settings.model_copy(update={"smtp_port": port, "email_send_concurrency": 3})
+    runtime = bootstrap(slow)
+    async with running(runtime, worker=False):
+        recipients = [f"crowd{n}@example.com" for n in range(7)]
+        for n, recipient in enumerate(recipients):
+            await _queued(runtime, slow, 1400 + n, recipient)
+        assert runtime.dispatcher.policy.concurrency == 3
+
+        assert await runtime.dispatcher.deliver_due() == 7
+
+        async with runtime.db.transaction() as session:
+            states = list(
+                await session.scalars(
+                    select(Email.state).where(Email.account_id.between(1400, 1406))
+                )
+            )
+        assert states == [EmailState.SENT.value] * 7
+        assert await runtime.dispatcher.deliver_due() == 0
+    assert sorted(relay.received) == sorted(recipients)
+    assert relay.most_at_once == 3
+
+
+async def test_a_graceful_stop_finishes_the_sends_in_flight_and_claims_no_more(
+    settings, counting_relay
+):
+    relay, port = counting_relay
+    slow = settings.model_copy(update={"smtp_port": port, "email_send_concurrency": 2})
+    runtime = bootstrap(slow)
+    async with running(runtime, worker=False):
+        for n in range(5):
+            await _queued(runtime, slow, 1500 + n, f"queue{n}@example.com")
+        delivering = asyncio.create_task(runtime.dispatcher.deliver_due())
+
+        async def two_on_the_wire():
+            assert relay.in_data == 2
+
+        await eventually(two_on_the_wire)
+        delivering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await delivering
+
+        async with runtime.db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Email.state, Email.sending_since, Email.attempts).where(
+                        Email.account_id.between(1500, 1504)
+                    )
+                )
+            ).all()
+    sent = [r for r in rows if r.state == EmailState.SENT.value]
+    untouched = [r for r in rows if r.state == EmailState.QUEUED.value]
+    assert len(sent) == 2 and len(untouched) == 3, rows
+    assert all(r.sending_since is None and r.attempts == 0 for r in untouched)
+    assert len(relay.received) == 2
+
+
 class _Clock:
     """The dispatchers' clock in these tests: time passes only when the test says so."""
 

@@ -1,6 +1,8 @@
-"""The dispatcher: sends queued email outside any transaction, one claim at a time.
+"""The dispatcher: sends queued email outside any transaction, each under its own claim.
 
-For each due row it (1) claims it in its own committed transaction (`sending_since`, a fresh
+A round takes up to `batch_size` due rows and sends up to `concurrency` of them at a time
+(an SMTP session and three short transactions each, mostly waiting on the network). For
+each due row it (1) claims it in its own committed transaction (`sending_since`, a fresh
 `claim_id`, `attempts + 1`), (2) talks SMTP with no transaction open, (3) records the outcome
 in another transaction and emits EmailSent / EmailRejected. Several replicas may run this
 loop: the claim is a conditional UPDATE, so one wins.
@@ -90,6 +92,8 @@ class DeliveryPolicy:
     # A claim that has not reached DATA after this long is requeued (see the module docstring).
     pre_data_lease: timedelta = timedelta(seconds=60)
     batch_size: int = 50
+    # Emails of a round in flight at once; each is claimed, sent and recorded on its own.
+    concurrency: int = 4
     # A send that may or may not have been delivered: closed, or sent again (module docstring).
     unknown_outcome: UnknownOutcome = UnknownOutcome.CLOSE
 
@@ -150,20 +154,35 @@ class Dispatcher:
             self._wakeup.clear()
 
     async def deliver_due(self) -> int:
-        """Close abandoned sends, then attempt every due email once; returns how many."""
+        """Close abandoned sends, then attempt every due email once, `concurrency` at a
+        time; returns how many were attempted."""
         await self.close_abandoned()
-        attempted = 0
-        for email_id in await self._due():
-            attempt = asyncio.ensure_future(self._deliver_one(email_id))
-            try:
-                attempted += await asyncio.shield(attempt)
-            except asyncio.CancelledError:
-                # The worker is stopping: an email being sent is finished and its outcome
-                # recorded first (the stop waits, within its bound), so a graceful stop
-                # never leaves a message whose delivery is unknown. No new one is claimed.
-                await attempt
-                raise
-        return attempted
+        due = iter(await self._due())
+        stopping = False
+
+        async def lane() -> int:
+            attempted = 0
+            for email_id in due:  # one iterator shared by the lanes: each id taken once
+                if stopping:
+                    break
+                attempted += await self._deliver_one(email_id)
+            return attempted
+
+        lanes = [asyncio.ensure_future(lane()) for _ in range(self.policy.concurrency)]
+        everything = asyncio.gather(*lanes, return_exceptions=True)
+        try:
+            outcomes = await asyncio.shield(everything)
+        except asyncio.CancelledError:
+            # The worker is stopping: the emails being sent are finished and their outcomes
+            # recorded first (the stop waits, within its bound), so a graceful stop never
+            # leaves a message whose delivery is unknown. No new one is claimed.
+            stopping = True
+            await everything
+            raise
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+        return sum(o for o in outcomes if isinstance(o, int))
 
     async def _deliver_one(self, email_id: UUID) -> int:
         """Claim, send and record one email; 1 if it was attempted, 0 if another took it."""
