@@ -77,6 +77,13 @@ class ServiceSettings(BaseSettings):
     consumer_batch_wait_ms: int = Field(
         default=20, ge=1, le=5_000, description="How long an idle consumer waits per poll"
     )
+    consumer_fetch_bytes_per_partition: int = Field(
+        default=262_144,
+        ge=16_384,
+        le=16_777_216,
+        description="Most bytes prefetched per partition: what a lagging consumer holds in "
+        "memory is about this times its partitions",
+    )
     outbox_poll_interval_seconds: float = Field(default=0.05, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1)
 

@@ -81,6 +81,7 @@ class ServiceRuntime:
             service=settings.service_name,
             batch_size=settings.consumer_batch_size,
             batch_wait_ms=settings.consumer_batch_wait_ms,
+            fetch_bytes_per_partition=settings.consumer_fetch_bytes_per_partition,
         )
         self.kafka_probe = KafkaProbe(settings)
         self.token_verifier = TokenVerifier(settings)

@@ -129,6 +129,7 @@ class EventConsumer:
         service: str | None = None,
         batch_size: int = 500,
         batch_wait_ms: int = 20,
+        fetch_bytes_per_partition: int = 262_144,
         database_probe_timeout: float = 5.0,
         database_retry_max_seconds: float = 5.0,
     ) -> None:
@@ -141,6 +142,7 @@ class EventConsumer:
         self.service = service or group
         self.batch_size = batch_size
         self.batch_wait_ms = batch_wait_ms
+        self.fetch_bytes_per_partition = fetch_bytes_per_partition
         self.database_probe_timeout = database_probe_timeout
         self.database_retry_max_seconds = database_retry_max_seconds
         self.dead_letters: DeadLetterPublisher | None = None
@@ -183,6 +185,9 @@ class EventConsumer:
             batch=True,
             max_records=self.batch_size,
             batch_timeout_ms=self.batch_wait_ms,
+            # aiokafka keeps a fetch response per partition (1 MiB by default) ready: a
+            # consumer lagging on 24 partitions held 24 MiB of prefetch and more in records.
+            max_partition_fetch_bytes=self.fetch_bytes_per_partition,
             decoder=no_body,
         )
         async def on_batch(body: Any, message: KafkaMessage) -> None:
