@@ -265,7 +265,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             say(f"latency: end to end {result['latency']['end_to_end_ms']}")
         await listener.stop()
         await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
-        _, subscriptions = await group_lag(bootstrap, list(SERVICE_GROUPS))
+        _, subscriptions = await group_lag(bootstrap, list(SERVICE_GROUPS), prefix)
 
         # footprint ----------------------------------------------------------------------
         storm_rss = footprint.peak_rss_between(storm_started, storm_ended)

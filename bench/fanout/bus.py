@@ -50,8 +50,11 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def group_lag(bootstrap: str, groups: list[str]) -> tuple[int, dict[str, list[str]]]:
-    """Total lag of the groups over what they have committed, and each group's topics."""
+async def group_lag(
+    bootstrap: str, groups: list[str], prefix: str = ""
+) -> tuple[int, dict[str, list[str]]]:
+    """Total lag of the services' groups over what they have committed, and each group's
+    topics. A service's group is named `<topic prefix><service>` (the kit's consumer)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
@@ -60,7 +63,7 @@ async def group_lag(bootstrap: str, groups: list[str]) -> tuple[int, dict[str, l
         lag = 0
         subscriptions: dict[str, list[str]] = {}
         for group in groups:
-            committed = await admin.list_consumer_group_offsets(group)
+            committed = await admin.list_consumer_group_offsets(f"{prefix}{group}")
             partitions = list(committed)
             subscriptions[group] = sorted({tp.topic for tp in partitions})
             if not partitions:
@@ -82,7 +85,7 @@ async def wait_quiet(
     previous: dict[str, int] | None = None
     reported = started
     while time.monotonic() - started < timeout:
-        lag, _ = await group_lag(bootstrap, list(SERVICE_GROUPS))
+        lag, _ = await group_lag(bootstrap, list(SERVICE_GROUPS), prefix)
         ends = await end_offsets(bootstrap, topics)
         if lag == 0 and ends == previous:
             return time.monotonic() - started
@@ -258,6 +261,10 @@ def bus_ceiling(
     `commit_each`: the consumers commit their offset after every message, as our consumers
     do (FastStream's manual ack), instead of aiokafka's periodic auto-commit.
     """
+    if not any(plan.messages.get(t) for topics in plan.subscriptions.values() for t in topics):
+        raise ValueError(
+            "no consumer group reads the storm's topics: the ceiling would only produce"
+        )
     prefix = f"ceiling-{uuid.uuid4().hex[:6]}."
 
     async def create_topics() -> None:

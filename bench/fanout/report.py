@@ -100,9 +100,11 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
     ]
     if ceilings:
         bus, mono = ceilings["bus"], ceilings["monolith"]
+        again = f"; {bus['measured']}" if bus.get("measured") else ""
         lines += [
-            f"| bus ceiling (aiokafka, no work) | {bus['disconnects_per_s']}/s; we are "
-            f"{ceilings['fraction_of_bus']:.1%} | |",
+            f"| bus ceiling (aiokafka, no work; {bus['messages_produced']:,} messages, "
+            f"{bus['messages_delivered']:,} deliveries{again}) | {bus['disconnects_per_s']}/s; "
+            f"we are {ceilings['fraction_of_bus']:.1%} | |",
             f"| bus ceiling, offset committed after each message (as our consumers) | "
             f"{ceilings['bus_commit_each_message']['disconnects_per_s']}/s | |",
             f"| monolith ceiling (one transaction) | {mono['disconnects_per_s']}/s; we are "
