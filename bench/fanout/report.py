@@ -105,7 +105,8 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
             f"| bus ceiling (aiokafka, no work; {bus['messages_produced']:,} messages, "
             f"{bus['messages_delivered']:,} deliveries{again}) | {bus['disconnects_per_s']}/s; "
             f"we are {ceilings['fraction_of_bus']:.1%} | |",
-            f"| bus ceiling, offset committed after each message (as our consumers) | "
+            "| bus ceiling, offset committed after each message (FastStream's per-message "
+            "ack; ours commit per batch) | "
             f"{ceilings['bus_commit_each_message']['disconnects_per_s']}/s | |",
             f"| monolith ceiling (one transaction) | {mono['disconnects_per_s']}/s; we are "
             f"{ceilings['fraction_of_monolith']:.1%} | >= 50%: "
