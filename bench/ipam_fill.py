@@ -21,13 +21,11 @@ import asyncio
 import os
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from backhaul_devstack.postgres import create_database
 from provisioning.adapters.tables import AccountReplica
 from provisioning.bootstrap import bootstrap
 from provisioning.config import ProvisioningSettings
@@ -36,19 +34,10 @@ from provisioning.service_layer import handlers
 WINDOW = 1000
 
 
-async def _fresh_database(admin_url: str) -> str:
-    name = f"bench_ipam_{uuid.uuid4().hex[:8]}"
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    await engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
 async def run(assignments: int, cidr: str) -> None:
     admin_url = os.environ.get("BENCH_DATABASE_URL")
     database_url = (
-        await _fresh_database(admin_url)
+        await create_database(admin_url, "bench_ipam")
         if admin_url
         else f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='bench-ipam-')}/provisioning.db"
     )

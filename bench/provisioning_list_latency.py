@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,35 +28,21 @@ from datetime import UTC, datetime
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import StatusRef
 from backhaul_contracts.events.accounts import AccountCreated, AccountStatusChanged
 from backhaul_contracts.topics import ACCOUNTS_EVENTS
+from backhaul_devstack.kafka_broker import free_port
+from backhaul_devstack.postgres import create_database
 from backhaul_kit.auth import issue_token
 from backhaul_kit.config import DEV_JWT_SECRET
 from provisioning.adapters.tables import AccountReplica
 
 ACTIVE = StatusRef(id=2, name="Active", activates_account=True)
 SUSPENDED = StatusRef(id=7, name="Suspended", activates_account=False)
-
-
-async def _fresh_database(admin_url: str) -> str:
-    name = f"bench_provisioning_{uuid.uuid4().hex[:8]}"
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    await engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -69,12 +54,12 @@ async def run(accounts: int, rate: float, poll_interval: float) -> dict[str, flo
     bootstrap_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     admin_url = os.environ.get("BENCH_DATABASE_URL")
     database_url = (
-        await _fresh_database(admin_url)
+        await create_database(admin_url, "bench_provisioning")
         if admin_url
         else f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='bench-prov-')}/provisioning.db"
     )
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -96,7 +81,7 @@ async def run(accounts: int, rate: float, poll_interval: float) -> dict[str, flo
             "serve",
             "--role",
             role,
-            *(["--port", str(port)] if role == "api" else ["--port", str(_free_port())]),
+            *(["--port", str(port)] if role == "api" else ["--port", str(free_port())]),
             env={**env, "AUTO_MIGRATE": "false"},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,

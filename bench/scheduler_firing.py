@@ -32,20 +32,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from backhaul_contracts import Envelope, decode
 from backhaul_contracts.events.outcomes import CommandSucceeded
 from backhaul_contracts.topics import ACCOUNTS_COMMANDS, ACCOUNTS_EVENTS
+from backhaul_devstack.postgres import create_database
 from backhaul_kit.logging import configure_logging
 from scheduler.adapters.tables import ScheduledEvent
 from scheduler.bootstrap import bootstrap
 from scheduler.config import SchedulerSettings
 from scheduler.domain.rules import Action, State
-
-
-async def _fresh_database(admin_url: str) -> tuple[str, str]:
-    name = f"bench_scheduler_{uuid.uuid4().hex[:8]}"
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    await engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), name
 
 
 async def _drop_database(admin_url: str, name: str) -> None:
@@ -102,7 +94,8 @@ async def run(events: int, accounts: int, lead: float, answers: bool) -> None:
     scratch = tempfile.TemporaryDirectory()
     dropped: str | None = None
     if admin_url:
-        database_url, dropped = await _fresh_database(admin_url)
+        database_url = await create_database(admin_url, "bench_scheduler")
+        dropped = make_url(database_url).database
     else:
         database_url = f"sqlite+aiosqlite:///{scratch.name}/scheduler.db"
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")

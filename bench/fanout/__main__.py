@@ -354,13 +354,7 @@ def run_database(database: str, args: argparse.Namespace) -> dict[str, Any]:
         bus["average_bytes"] = plan.average_bytes
         say(f"bus ceiling: {bus['disconnects_per_s']} disconnects/s")
         # Slow by nature: at most 500 disconnects' worth, scaled; a rate is a rate.
-        scale = min(1.0, 500 / max(plan.disconnects, 1))
-        small = BusPlan(
-            disconnects=max(1, round(plan.disconnects * scale)),
-            messages={t: round(n * scale) for t, n in plan.messages.items()},
-            average_bytes=plan.average_bytes,
-            subscriptions=plan.subscriptions,
-        )
+        small = plan.at_most(500)
         bus_commit_each = bus_ceiling(system.stack.bootstrap_servers, small, commit_each=True)
         bus_commit_each["disconnects"] = small.disconnects
         say(f"bus ceiling, commit per message: {bus_commit_each['disconnects_per_s']}/s")

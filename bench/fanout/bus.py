@@ -183,6 +183,17 @@ class BusPlan:
     subscriptions: dict[str, list[str]]  # group -> topics (without prefix)
     partitions: int = 6
 
+    def at_most(self, disconnects: int) -> BusPlan:
+        """The same plan scaled down to at most `disconnects` disconnects' worth."""
+        scale = min(1.0, disconnects / max(self.disconnects, 1))
+        return BusPlan(
+            disconnects=max(1, round(self.disconnects * scale)),
+            messages={t: round(n * scale) for t, n in self.messages.items()},
+            average_bytes=self.average_bytes,
+            subscriptions=self.subscriptions,
+            partitions=self.partitions,
+        )
+
 
 def _service_process(
     bootstrap: str,

@@ -32,10 +32,7 @@ def subscriptions() -> dict[str, list[str]]:
     directory = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
     for service in SERVICE_GROUPS:
         config = importlib.import_module(f"{service}.config")
-        settings_class = next(
-            getattr(config, name) for name in dir(config) if name == f"{service.title()}Settings"
-        )
-        settings = settings_class(
+        settings = getattr(config, f"{service.title()}Settings")(
             database_url=f"sqlite+aiosqlite:///{directory}/{service}.db",
             kafka_bootstrap_servers="127.0.0.1:1",  # never contacted: nothing is started
         )
@@ -46,22 +43,14 @@ def subscriptions() -> dict[str, list[str]]:
 
 def plans(document: dict[str, Any], groups: dict[str, list[str]]) -> tuple[BusPlan, BusPlan]:
     storm = document["disconnect_storm"]
-    bus = document["ceilings"]["bus"]
     plan = BusPlan(
         disconnects=storm["disconnects"],
-        messages={t: n for t, n in storm["messages_per_topic"].items()},
-        average_bytes=bus["average_bytes"],
+        messages=dict(storm["messages_per_topic"]),
+        average_bytes=document["ceilings"]["bus"]["average_bytes"],
         subscriptions=groups,
     )
     # As the run does: committing after every message is slow, so 500 disconnects' worth.
-    scale = min(1.0, 500 / max(plan.disconnects, 1))
-    small = BusPlan(
-        disconnects=max(1, round(plan.disconnects * scale)),
-        messages={t: round(n * scale) for t, n in plan.messages.items()},
-        average_bytes=plan.average_bytes,
-        subscriptions=groups,
-    )
-    return plan, small
+    return plan, plan.at_most(500)
 
 
 def remeasure(path: Path, broker: KafkaBroker, groups: dict[str, list[str]]) -> None:

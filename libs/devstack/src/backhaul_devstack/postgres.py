@@ -20,6 +20,22 @@ from pathlib import Path
 from backhaul_devstack.kafka_broker import free_port, port_open
 
 
+async def create_database(admin_url: str, prefix: str = "test") -> str:
+    """A fresh, empty database `<prefix>_<random>` on the server of `admin_url`; its URL."""
+    import uuid
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
 def find_bin(name: str) -> str:
     found = shutil.which(name)
     if found:

@@ -113,28 +113,17 @@ def postgres_database(postgres_admin_url: str) -> Callable[[], str]:
     """Create a fresh, empty database; returns its URL."""
     import asyncio
 
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from backhaul_devstack.postgres import create_database
 
     def create() -> str:
-        name = f"test_{uuid.uuid4().hex[:12]}"
-
-        async def run() -> None:
-            engine = create_async_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-            async with engine.connect() as connection:
-                await connection.execute(text(f'CREATE DATABASE "{name}"'))
-            await engine.dispose()
-
         try:
             asyncio.get_running_loop()
             import concurrent.futures
 
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                pool.submit(asyncio.run, run()).result()
+                return pool.submit(asyncio.run, create_database(postgres_admin_url)).result()
         except RuntimeError:
-            asyncio.run(run())
-        return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+            return asyncio.run(create_database(postgres_admin_url))
 
     return create
 
