@@ -157,7 +157,10 @@ class Dispatcher:
         """Close abandoned sends, then attempt every due email once, `concurrency` at a
         time; returns how many were attempted."""
         await self.close_abandoned()
-        due = iter(await self._due())
+        ids = await self._due()
+        if not ids:
+            return 0  # most polls: no lanes to start
+        due = iter(ids)
         stopping = False
 
         async def lane() -> int:
