@@ -447,3 +447,18 @@ async def test_a_failing_handler_still_dead_letters_while_the_database_answers(
     outcome = await consumer.process(_record(_changed(70), 70, topic=settings.topic(TOPIC)))
     assert outcome is Outcome.DEAD_LETTERED
     assert calls == 3
+
+
+def test_a_second_handler_for_one_event_type_is_refused_at_registration(db):
+    consumer = EventConsumer(db, Outbox("test"), group="twice")
+
+    async def first(event, envelope, uow) -> None:
+        return None
+
+    async def second(event, envelope, uow) -> None:
+        return None
+
+    consumer.on(AccountCreated)(first)
+    consumer.on(AccountCreated)(first)  # the same handler again is harmless
+    with pytest.raises(ValueError, match="already handles AccountCreated"):
+        consumer.on(AccountCreated)(second)

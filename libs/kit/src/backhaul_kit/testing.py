@@ -6,15 +6,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from backhaul_contracts import Envelope, decode
+from backhaul_contracts import Envelope, Event, decode
 from backhaul_kit.auth import issue_token
 from backhaul_kit.config import Role
 from backhaul_kit.runtime import ServiceRuntime
+from backhaul_kit.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 
@@ -53,6 +54,52 @@ async def running(
             yield client
     finally:
         await runtime.stop()
+
+
+class Handlers:
+    """A service's handlers called directly on its real (migrated) database, no broker.
+
+    `handle` delivers an event to an `on_*` handler the way the consumer does (inside an
+    open unit of work, with an envelope) and returns what the handler emitted; `call` runs
+    any handler that takes the unit of work first. Both commit, like the real thing.
+    """
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+
+    def uow(self) -> UnitOfWork:
+        return self.runtime.uow()
+
+    async def handle(
+        self,
+        handler: Callable[[Any, Envelope, UnitOfWork], Awaitable[None]],
+        event: Event,
+        *,
+        subject: str | int,
+        producer: str = "test",
+    ) -> list[Envelope]:
+        envelope = Envelope.wrap(event, producer=producer, subject=subject)
+        async with self.uow() as uow:
+            await handler(event, envelope, uow)
+        return list(uow.emitted)
+
+    async def call(
+        self, handler: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> tuple[T, list[Envelope]]:
+        async with self.uow() as uow:
+            result = await handler(uow, *args, **kwargs)
+        return result, list(uow.emitted)
+
+
+@asynccontextmanager
+async def handlers_on(runtime: ServiceRuntime) -> AsyncIterator[Handlers]:
+    """Migrate `runtime`'s database (give it a SQLite file) and yield its handlers, with
+    no Kafka, relay or HTTP started: the fixture of rule-level handler tests."""
+    await asyncio.to_thread(runtime.migrate)
+    try:
+        yield Handlers(runtime)
+    finally:
+        await runtime.db.dispose()
 
 
 async def eventually(

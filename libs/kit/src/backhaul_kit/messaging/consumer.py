@@ -161,6 +161,13 @@ class EventConsumer:
 
     def on_topic(self, event_type: type[EventT], topic: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
+            known = self._handlers.get(event_type)
+            if known is not None and known is not handler:
+                # One event type, one handler: a second one would silently replace the first.
+                raise ValueError(
+                    f"{self.group} already handles {event_type.event_type} with "
+                    f"{known.__qualname__}; refusing {handler.__qualname__}"
+                )
             self._handlers[event_type] = handler
             self._topics.add(topic)
             return handler
