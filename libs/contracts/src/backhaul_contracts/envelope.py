@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
@@ -116,8 +115,12 @@ def decode(raw: bytes | str | dict[str, Any]) -> tuple[Envelope, Event]:
     so a consumer can dead-letter the message with a reason.
     """
     try:
-        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
-        envelope = Envelope.model_validate(data)
+        # pydantic-core parses the bytes itself: no json module, no intermediate dict.
+        envelope = (
+            Envelope.model_validate_json(raw)
+            if isinstance(raw, bytes | str)
+            else Envelope.model_validate(raw)
+        )
     except (ValueError, ValidationError) as exc:
         raise InvalidEventError(f"not a valid envelope: {exc}") from exc
     model = model_for(envelope.event_type, envelope.version)

@@ -21,11 +21,15 @@ RowT = TypeVar("RowT")
 class UnitOfWork:
     """A transaction plus an outbox. Handlers enter it; it commits when they leave.
 
-    It nests: a consumer opens it to claim the inbox row, the handler enters it again, and
-    only the outermost exit commits, so the effect, the inbox row and the outgoing events
-    land together or not at all. An inner block runs in a savepoint: if it raises, its
-    changes (and its events) are rolled back while the outer transaction goes on, so a
-    refused command can still be answered with a failure event.
+    It nests: only the outermost exit commits, so the effect, the inbox row and the
+    outgoing events land together or not at all. An inner block runs in a savepoint: if it
+    raises, its changes (and its events) are rolled back while the outer transaction goes
+    on, so a refused command can still be answered with a failure event. (A handler the
+    consumer calls gets the consumer's open unit of work and does not enter it again.)
+
+    Emitted events are held and written to the outbox with one statement just before the
+    commit: a consumer batch that emits an event per message pays one insert, not one per
+    message. Their order is the order of `emit` calls, which is the order they are published.
     """
 
     def __init__(self, db: Database, outbox: Outbox) -> None:
@@ -36,6 +40,7 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
         self._savepoints: list[Any] = []
         self.emitted: list[Envelope] = []
+        self._unwritten: list[dict[str, Any]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -50,8 +55,11 @@ class UnitOfWork:
             await stack.enter_async_context(session.begin())
             self._stack, self._session = stack, session
             self.emitted = []
+            self._unwritten = []
         else:
-            self._savepoints.append((await self.session.begin_nested(), len(self.emitted)))
+            self._savepoints.append(
+                (await self.session.begin_nested(), len(self.emitted), len(self._unwritten))
+            )
         self._depth += 1
         return self
 
@@ -63,18 +71,38 @@ class UnitOfWork:
     ) -> None:
         self._depth -= 1
         if self._depth > 0:
-            savepoint, emitted_before = self._savepoints.pop()
+            savepoint, emitted_before, unwritten_before = self._savepoints.pop()
             if exc_type is None:
                 await savepoint.commit()
             else:
                 await savepoint.rollback()
                 del self.emitted[emitted_before:]
+                del self._unwritten[unwritten_before:]
             return
+        if exc_type is None:
+            try:
+                await self._write_outbox()
+            except BaseException as failed:
+                exc_type, exc, tb = type(failed), failed, failed.__traceback__
+                await self._close(exc_type, exc, tb)
+                raise
+        await self._close(exc_type, exc, tb)
+        if exc_type is None and self.emitted:
+            self.outbox.notify()
+
+    async def _close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         stack, self._stack, self._session = self._stack, None, None
         assert stack is not None
         await stack.__aexit__(exc_type, exc, tb)
-        if exc_type is None and self.emitted:
-            self.outbox.notify()
+
+    async def _write_outbox(self) -> None:
+        rows, self._unwritten = self._unwritten, []
+        await self.outbox.write(self.session, rows)
 
     async def get(self, model: type[RowT], key: Any, *, not_found: str) -> RowT:
         """The row of `model` with primary key `key`, or NotFound with the given message."""
@@ -92,9 +120,11 @@ class UnitOfWork:
         causation_id: UUID | None = None,
     ) -> Envelope:
         """Stage an event to be published once this unit of work commits."""
-        envelope = await self.outbox.add(
-            self.session, event, subject=subject, topic=topic, causation_id=causation_id
+        self.session  # noqa: B018 - refuses an emit outside `async with uow:`
+        (envelope,), rows = self.outbox.rows(
+            [(event, subject)], topic=topic, causation_id=causation_id
         )
+        self._unwritten += rows
         self.emitted.append(envelope)
         return envelope
 
@@ -105,9 +135,17 @@ class UnitOfWork:
         topic: str | None = None,
         event_ids: Sequence[UUID] | None = None,
     ) -> list[Envelope]:
-        """Stage many `(event, subject)` pairs with one statement (bulk firing, replays)."""
-        envelopes = await self.outbox.add_many(
-            self.session, events, topic=topic, event_ids=event_ids
-        )
+        """Stage many `(event, subject)` pairs with one statement (bulk firing, replays).
+
+        With `event_ids` the rows are written at once (after any held ones, to keep the
+        order), so that a repeated id fails here, where the caller can guard against it."""
+        if event_ids is None:
+            envelopes, rows = self.outbox.rows(events, topic=topic)
+            self._unwritten += rows
+        else:
+            await self._write_outbox()
+            envelopes = await self.outbox.add_many(
+                self.session, events, topic=topic, event_ids=event_ids
+            )
         self.emitted.extend(envelopes)
         return envelopes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import insert
@@ -63,8 +64,29 @@ class Outbox:
         `event_ids`, when given, become the envelopes' ids: the outbox's unique event id then
         refuses a second event with the same id, which callers can use as a guard.
         """
+        envelopes, rows = self.rows(
+            events,
+            topic=topic,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            event_ids=event_ids,
+        )
+        await self.write(session, rows)
+        return envelopes
+
+    def rows(
+        self,
+        events: Sequence[tuple[Event, str | int]],
+        *,
+        topic: str | None = None,
+        correlation_id: UUID | None = None,
+        causation_id: UUID | None = None,
+        event_ids: Sequence[UUID] | None = None,
+    ) -> tuple[list[Envelope], list[dict[str, Any]]]:
+        """The envelopes of `(event, subject)` pairs and their outbox rows, not yet written:
+        the flow (correlation, causation) and trace context are the caller's, taken now."""
         if not events:
-            return []
+            return [], []
         flow = current_flow()
         headers = current_trace_headers()
         now = datetime.now(UTC)
@@ -94,9 +116,12 @@ class Outbox:
                     "created_at": now,
                 }
             )
-        await session.execute(insert(outbox_messages), rows)
-        session.info.setdefault("outbox", self)
-        return envelopes
+        return envelopes, rows
+
+    async def write(self, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert outbox rows (from `rows`) in `session`'s transaction, in order, at once."""
+        if rows:
+            await session.execute(insert(outbox_messages), list(rows))
 
     def notify(self) -> None:
         """Tell the relay there is something to publish."""
