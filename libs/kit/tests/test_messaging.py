@@ -1,4 +1,5 @@
-"""The delivery rules of ARCHITECTURE.md §4, on a real database and a real Kafka broker."""
+"""The delivery rules of docs/architecture.md ("Delivery rules"), on a real database and a
+real Kafka broker."""
 
 from __future__ import annotations
 

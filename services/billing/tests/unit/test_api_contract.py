@@ -1,4 +1,5 @@
-"""The API's contract: every core path of ARCHITECTURE.md is served and documented."""
+"""The API's contract: every core path of docs/architecture.md ("HTTP contract") is served
+and documented."""
 
 from backhaul_kit.config import Role
 from billing.bootstrap import bootstrap
