@@ -4,6 +4,7 @@ real Kafka broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
@@ -104,6 +105,35 @@ async def test_an_event_left_unpublished_by_a_crash_is_published_later(db, setti
     finally:
         task.cancel()
     assert len(await _read(settings, ACCOUNTS_EVENTS, 1)) == 1
+
+
+async def test_an_idle_relay_is_woken_by_a_commit_in_its_own_process_or_through_notify(
+    db, settings, producer
+):
+    """The relay's look-again is 30 s here: only a wake-up can publish within the deadline.
+    SQLite has one process per file, so it is woken in-process; PostgreSQL also by NOTIFY
+    from a process (here: an outbox object) whose relay runs elsewhere, as the API role's."""
+    relay_outbox = Outbox("kit-test", topic_prefix=settings.kafka_topic_prefix)
+    relay = OutboxRelay(db, relay_outbox, producer, poll_interval=30.0, idle_poll=30.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.5)  # the first (empty) look is behind it
+        if db.is_sqlite:
+            writer = relay_outbox
+        else:
+            writer = Outbox("kit-test", topic_prefix=settings.kafka_topic_prefix)
+            writer.notify_other_processes = True
+        async with UnitOfWork(db, writer) as uow:
+            await uow.emit(_changed(11), subject=11)
+
+        async def published() -> None:
+            assert relay.published == 1
+
+        await eventually(published, timeout=10.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _consumer(db, settings, producer, attempts: int = 3) -> EventConsumer:

@@ -84,7 +84,15 @@ class ServiceSettings(BaseSettings):
         description="Most bytes prefetched per partition: what a lagging consumer holds in "
         "memory is about this times its partitions",
     )
-    outbox_poll_interval_seconds: float = Field(default=0.05, gt=0)
+    outbox_poll_interval_seconds: float = Field(
+        default=0.05, gt=0, description="How soon the relay looks again after publishing"
+    )
+    outbox_idle_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="The longest an idle relay waits between looks: a commit in the same "
+        "process, or (PostgreSQL) in any process through NOTIFY, wakes it at once",
+    )
     outbox_batch_size: int = Field(default=500, ge=1)
 
     # Observability

@@ -6,8 +6,14 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 from opentelemetry import trace
+
+
+def _dumps(value: Any, default: Any = None, **_: Any) -> str:
+    """JSON for a log line through orjson (several times faster than the json module)."""
+    return orjson.dumps(value, default=default or str).decode()
 
 
 def _add_trace_ids(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +32,11 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_ids,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

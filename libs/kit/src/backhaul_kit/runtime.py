@@ -138,6 +138,8 @@ class ServiceRuntime:
 
     @asynccontextmanager
     async def _lifespan(self, role: Role) -> AsyncIterator[None]:
+        # The API role's relay is another process's: on PostgreSQL its commits NOTIFY it.
+        self.outbox.notify_other_processes = role is Role.API and not self.db.is_sqlite
         if role in (Role.ALL, Role.WORKER):
             await self.start_worker()
         try:
@@ -168,6 +170,7 @@ class ServiceRuntime:
             self.producer,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval_seconds,
+            idle_poll=settings.outbox_idle_poll_seconds,
             lock_name=f"{settings.service_name}-outbox",
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
@@ -237,6 +240,9 @@ class ServiceRuntime:
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=10,
+                # h11, not httptools: only h11 caps what a request's head may buffer (the
+                # header-size limit depends on it), and the parser is not where time goes.
+                http="h11",
                 h11_max_incomplete_event_size=server_head_limit(settings.max_request_header_bytes),
             )
         finally:

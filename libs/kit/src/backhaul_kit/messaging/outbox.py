@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backhaul_contracts import Envelope, Event
@@ -28,6 +28,14 @@ class Outbox:
         self.producer = producer
         self.topic_prefix = topic_prefix
         self._wakeup = asyncio.Event()
+        # PostgreSQL: set by a process whose relay runs elsewhere (the API role), so that
+        # its commits wake that relay through NOTIFY instead of waiting for its next look.
+        self.notify_other_processes = False
+
+    @property
+    def channel(self) -> str:
+        """The PostgreSQL NOTIFY channel of this outbox's relay."""
+        return f"backhaul_outbox_{self.topic_prefix}{self.producer}".replace("-", "_").lower()
 
     async def add(
         self,
@@ -122,14 +130,20 @@ class Outbox:
         """Insert outbox rows (from `rows`) in `session`'s transaction, in order, at once."""
         if rows:
             await session.execute(insert(outbox_messages), list(rows))
+            if self.notify_other_processes:
+                # Delivered when (and only if) the transaction commits.
+                await session.execute(text("SELECT pg_notify(:c, '')"), {"c": self.channel})
 
     def notify(self) -> None:
         """Tell the relay there is something to publish."""
         self._wakeup.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a wake-up at most `timeout` seconds; True if one came."""
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout)
         except TimeoutError:
-            pass
-        self._wakeup.clear()
+            return False
+        finally:
+            self._wakeup.clear()
+        return True

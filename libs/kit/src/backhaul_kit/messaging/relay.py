@@ -6,6 +6,13 @@ A crash between send and mark resends: consumers are idempotent by event id.
 
 On PostgreSQL, replicas elect one active relay with an advisory lock, so rows are never
 published out of order by two relays at once; the others stand by.
+
+An idle relay does not poll the table at a fixed pace: a commit in its own process wakes
+it at once (`Outbox.notify`), and so does, on PostgreSQL, a commit in any other process
+(the API role sends NOTIFY on the outbox's channel, which the leader LISTENs to on the
+connection that holds its lock). Between wake-ups it looks again after `poll_interval`,
+doubling while it finds nothing, up to `idle_poll`: the look-again is only the safety net
+for a wake-up lost with a crashed process or a dropped connection.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        idle_poll: float = 1.0,
         lock_name: str = "outbox",
     ) -> None:
         self.db = db
@@ -47,6 +55,7 @@ class OutboxRelay:
         self.producer = producer
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.idle_poll = max(idle_poll, poll_interval)
         self._lock_key = zlib.crc32(f"backhaul:{lock_name}".encode())
         self._lock_connection: AsyncConnection | None = None
         self.published = 0
@@ -54,6 +63,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Publish until cancelled; a failed round is logged and retried with backoff."""
         backoff = self.poll_interval
+        pause = self.poll_interval
         try:
             while True:
                 try:
@@ -62,8 +72,11 @@ class OutboxRelay:
                         continue
                     sent = await self.publish_batch()
                     backoff = self.poll_interval
-                    if sent < self.batch_size:
-                        await self.outbox.wait(self.poll_interval)
+                    if sent >= self.batch_size:
+                        continue
+                    pause = self.poll_interval if sent else min(pause * 2, self.idle_poll)
+                    if await self.outbox.wait(pause):
+                        pause = self.poll_interval
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -134,7 +147,11 @@ class OutboxRelay:
         await connection.commit()
         if got:
             self._lock_connection = connection
-            log.info("outbox_relay_leader")
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.add_listener(  # type: ignore[union-attr]
+                self.outbox.channel, lambda *_: self.outbox.notify()
+            )
+            log.info("outbox_relay_leader", channel=self.outbox.channel)
             return True
         await connection.close()
         return False
