@@ -137,3 +137,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
     factory: Callable[[], str] = request.getfixturevalue("postgres_database")
     return factory()
+
+
+@pytest.fixture
+def another_database_url(database_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A second fresh, empty database of the same kind as `database_url` (to compare with)."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite+aiosqlite:///{tmp_path / 'another.db'}"
+    factory: Callable[[], str] = request.getfixturevalue("postgres_database")
+    return factory()

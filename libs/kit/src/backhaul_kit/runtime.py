@@ -283,13 +283,7 @@ def cli(bootstrap: Callable[[], ServiceRuntime], argv: Sequence[str] | None = No
         configure_logging(runtime.settings.service_name)
         runtime.migrate()
     else:
-        from alembic import command
-
         with tempfile.TemporaryDirectory() as scratch:
             url = f"sqlite+aiosqlite:///{scratch}/autogenerate.db"
             migrations.upgrade(runtime.migrations_dir, url)
-            command.revision(
-                migrations.alembic_config(runtime.migrations_dir, url),
-                message=args.message,
-                autogenerate=True,
-            )
+            migrations.make_revision(runtime.migrations_dir, url, args.message)

@@ -15,6 +15,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backhaul_kit import migrations
 from backhaul_kit.messaging.tables import messaging_metadata
+from backhaul_kit.testing_migrations import (
+    assert_legacy_database_upgrades_like_fresh,
+    assert_round_trip,
+)
 from provisioning.adapters.tables import Base
 from provisioning.bootstrap import MIGRATIONS, bootstrap
 from provisioning.config import ProvisioningSettings
@@ -257,3 +261,13 @@ def test_the_migration_goes_down_and_up_again(database_url):
 
     migrations.upgrade(MIGRATIONS, database_url)
     assert asyncio.run(_schema_drift(database_url)) == []
+
+
+def test_a_database_migrated_before_the_kit_owned_the_outbox_upgrades_to_the_fresh_schema(
+    database_url, another_database_url
+):
+    assert_legacy_database_upgrades_like_fresh(MIGRATIONS, database_url, another_database_url)
+
+
+def test_the_migrations_go_down_to_base_and_up_again(database_url):
+    assert_round_trip(MIGRATIONS, database_url)

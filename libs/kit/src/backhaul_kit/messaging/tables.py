@@ -1,4 +1,8 @@
-"""The outbox and inbox tables. Every service's migrations create them in its own database."""
+"""The outbox and inbox tables, in every service's database.
+
+Their migrations are the kit's, on the Alembic branch `messaging` (messaging/versions/),
+which every service runs beside its own revisions: a change here is one new revision there.
+"""
 
 from __future__ import annotations
 
