@@ -3,12 +3,13 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help install run token test test-unit test-e2e lint format schemas kafka-fetch kafka-start kafka-stop clean
+.PHONY: help install run token test test-unit test-e2e bench bench-quick reliability lint format schemas kafka-fetch kafka-start kafka-stop clean
 
 help:
 	@echo "make run      install what is missing, start Kafka, the mail sink and the five services"
 	@echo "make test     install what is missing and run every test against real components"
 	@echo "make bench    the fan-out benchmark (BENCH_ARGS='--accounts 10000'); see docs/benchmarks.md"
+	@echo "make bench-quick  the fan-out at N = 1,000 on SQLite (a few minutes): CPU per disconnect, monolith fraction"
 	@echo "make reliability  fault tests under a storm (RELIABILITY_N=2000); writes docs/reliability.md"
 	@echo "make lint     ruff, ruff format --check, mypy, and the event-schema check"
 	@echo "make token    print a development bearer token (every API call needs one)"
@@ -36,6 +37,12 @@ test-e2e:
 bench:
 	@tools/install.sh test
 	@$(UV) run --no-sync python -m bench.fanout $(BENCH_ARGS)
+
+bench-quick:
+	@tools/install.sh test
+	@$(UV) run --no-sync python -m bench.fanout --accounts 1000 --latency-accounts 200 \
+		--databases sqlite --profile-seconds 0 --idle-seconds 5 --name quick \
+		--out bench/results/quick $(BENCH_ARGS)
 
 reliability:
 	@tools/install.sh test

@@ -196,7 +196,12 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             window = footprint.marks["storm_quiet"][0] - footprint.marks["storm_start"][0]
             idle_rate = {k: v / args.idle_seconds for k, v in idle_cpu.items()}
             net = {k: max(v - idle_rate.get(k, 0.0) * window, 0.0) for k, v in cpu.items()}
+            per_service = cpu_ms_per_disconnect(cpu, n)
             result["disconnect_storm"] = {
+                "cpu_ms_per_disconnect": per_service,
+                "cpu_ms_per_disconnect_services": round(
+                    sum(v for k, v in per_service.items() if k in SERVICE_GROUPS), 1
+                ),
                 "disconnects": len(storm_ids),
                 "accepted": len(storm.responded),
                 "errors": len(storm.errors),
@@ -311,6 +316,16 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             await sampler
 
 
+def cpu_ms_per_disconnect(cpu: dict[str, float], disconnects: int) -> dict[str, float]:
+    """CPU milliseconds per fully fanned-out disconnect, per component; a service's API and
+    worker processes (a split layout) are added up under the service's name."""
+    out: dict[str, float] = {}
+    for name, seconds in cpu.items():
+        key = name.split()[0] if name.split()[0] in SERVICE_GROUPS else name
+        out[key] = out.get(key, 0.0) + seconds * 1000 / max(disconnects, 1)
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 async def _profile(system: System, footprint: Footprint, args: argparse.Namespace) -> Any:
     """A few seconds into the storm, py-spy on the services that burnt the most CPU so far,
     one after the other (the hottest first), each for a short window."""
@@ -319,7 +334,9 @@ async def _profile(system: System, footprint: Footprint, args: argparse.Namespac
     await asyncio.sleep(args.profile_delay)
     now = footprint.mark("profile_pick")
     start = footprint.marks["storm_start"][1]
-    services = {k: round(now[k] - start.get(k, 0.0), 2) for k in SERVICE_GROUPS}
+    services = {
+        k: round(now[k] - start.get(k, 0.0), 2) for k in now if k.split()[0] in SERVICE_GROUPS
+    }
     ranked = sorted(services, key=lambda k: services[k], reverse=True)
     profiles = []
     for name in ranked[: args.profile_services]:
@@ -339,10 +356,11 @@ async def _profile(system: System, footprint: Footprint, args: argparse.Namespac
 
 def run_database(database: str, args: argparse.Namespace) -> dict[str, Any]:
     say(f"=== {database}: starting the system")
-    system = System(database, log_level=args.log_level)
+    layout = args.layout or ("split" if database == "postgresql" else "combined")
+    system = System(database, log_level=args.log_level, layout=layout)
     started = time.monotonic()
     system.start(say)
-    say(f"system up in {time.monotonic() - started:.0f} s ({system.root})")
+    say(f"system up in {time.monotonic() - started:.0f} s ({system.root}), layout {layout}")
     try:
         result = asyncio.run(scenario(system, args))
         plan: BusPlan = result.pop("_bus_plan")
@@ -387,6 +405,8 @@ def run_database(database: str, args: argparse.Namespace) -> dict[str, Any]:
             "fraction_of_bus": round(ours / bus["disconnects_per_s"], 3),
             "fraction_of_monolith": round(ours / monolith["disconnects_per_s"], 3),
         }
+        result["monolith_fraction"] = result["ceilings"]["fraction_of_monolith"]
+        result["layout"] = layout
     finally:
         system.stop()
     return result
@@ -410,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-services", type=int, default=2, help="the hottest k")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle window")
     parser.add_argument("--log-level", default="INFO", help="the services' LOG_LEVEL")
+    parser.add_argument(
+        "--layout",
+        choices=["combined", "split"],
+        default=None,
+        help="one process per service, or API and worker apart as deployed (default: split "
+        "on PostgreSQL; combined on SQLite, the embedded default, whose file one process owns)",
+    )
     parser.add_argument("--name", default="fanout")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

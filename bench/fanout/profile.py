@@ -40,9 +40,12 @@ SQLITE_CALL = re.compile(r"pysqlite|sqlite3_")
 SLEEPING = re.compile(r"nanosleep|usleep|sqliteDefaultBusyCallback|unixSleep")
 WAITING = re.compile(
     r"_queue_SimpleQueue_get|select_epoll_poll|EpollSelector\.select|Condition\.wait"
+    r"|uv__io_poll|epoll_wait"
     r"|Event\.wait|lock_PyThread_acquire_lock|Thread\._wait_for_tstate_lock|time_sleep"
 )
-# Where an asyncio task starts: the frame after the event loop's Handle._run.
+# Where an asyncio task starts: the frame after the event loop's Handle._run (asyncio's in
+# Python, or uvloop's in C: Cython names it ...uvloop_4loop_6Handle__run).
+LOOP_HANDLE = re.compile(r"Handle\._run|uvloop\w*Handle__run|Handle__run")
 TASKS = {
     "HTTP requests": r"[(/](uvicorn|starlette|fastapi|anyio)/",
     "Kafka consumer (FastStream)": r"[(/]faststream/",
@@ -134,7 +137,7 @@ def summarise(raw: str, top: int = 15) -> dict[str, Any]:
         samples += count
         python = [f for f in frames if _is_python(f)]
         own[_short(python[-1]) if python else _short(frames[-1])] += count
-        loop = max((i for i, f in enumerate(frames) if "Handle._run" in f), default=None)
+        loop = max((i for i, f in enumerate(frames) if LOOP_HANDLE.search(f)), default=None)
         head: list[str] = []
         if loop is not None:
             below = frames[loop + 1 :]

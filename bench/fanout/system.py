@@ -49,6 +49,7 @@ class System:
     database: str  # "sqlite" or "postgresql"
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="backhaul-bench-")))
     log_level: str = "INFO"
+    layout: str = "combined"  # or "split": API and worker processes, as deployed
     stack: BenchStack | None = None
     postgres: PostgresCluster | None = None
     monolith_url: str = ""
@@ -75,6 +76,7 @@ class System:
             topic_prefix="bench.",
             extra_env={"LOG_LEVEL": self.log_level, "KAFKA_TOPIC_PARTITIONS": "6"},
             database_urls=urls,
+            layout=self.layout,
         )
         try:
             self.stack.start(timeout=180, on_progress=tell)
@@ -85,7 +87,7 @@ class System:
 
     def stop_services(self) -> None:
         if self.stack is not None:
-            for service in self.stack.services.values():
+            for service in [*self.stack.services.values(), *self.stack.replicas]:
                 service.stop()
 
     def stop(self) -> None:
@@ -99,6 +101,9 @@ class System:
         out = {
             name: s.process.pid for name, s in self.stack.services.items() if s.process is not None
         }
+        for replica in self.stack.replicas:  # the workers of a split layout
+            if replica.process is not None:
+                out[f"{replica.name} {replica.role}"] = replica.process.pid
         broker = self.stack.broker
         if broker is not None and broker.process is not None:
             out["kafka"] = broker.process.pid

@@ -106,6 +106,9 @@ class Stack:
     # The mail sink drops a message whose idempotency key it already stored (see smtp_sink).
     drop_repeats: bool = False
     database_urls: dict[str, str] = field(default_factory=dict)  # else a SQLite file each
+    # "combined": one process per service (role all); "split": an API process (role api) on
+    # the service's port and a worker process (role worker), as the Helm chart deploys them.
+    layout: str = "combined"
     broker: KafkaBroker | None = None
     mail_sink: subprocess.Popen[bytes] | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -174,14 +177,24 @@ class Stack:
             self.broker.start()
         say(f"starting the mail sink on 127.0.0.1:{self.smtp_port} ...")
         self._start_mail_sink()
+        if self.layout not in ("combined", "split"):
+            raise ValueError(f"layout must be combined or split, not {self.layout!r}")
+        role = "api" if self.layout == "split" else "all"
         for name in self.ports:
             process = ServiceProcess(
-                name, self.ports[name], self.service_env(name), self.root / "logs" / f"{name}.log"
+                name,
+                self.ports[name],
+                self.service_env(name),
+                self.root / "logs" / f"{name}.log",
+                role,
             )
             process.start()
             self.services[name] = process
+        workers = [self.start_replica(name) for name in self.ports] if role == "api" else []
         say("waiting for the services to be ready ...")
         self.wait_ready(timeout)
+        for worker in workers:
+            worker.wait_ready(timeout)
 
     def _start_mail_sink(self) -> None:
         if port_open("127.0.0.1", self.smtp_port):
