@@ -26,7 +26,15 @@ from provisioning.adapters.tables import AccountReplica, IpAssignment, IpPool
 from provisioning.bootstrap import bootstrap
 from provisioning.config import ProvisioningSettings
 from provisioning.domain import ipam
-from provisioning.service_layer import handlers, queries
+from provisioning.service_layer import queries
+from provisioning.service_layer.assignments import (
+    Assignee,
+    AssignIp,
+    assign_ip,
+    move_assignment,
+    remove_assignment,
+)
+from provisioning.service_layer.pools import create_pool
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +94,7 @@ async def _setup(runtime: ServiceRuntime) -> dict[str, int]:
         )
     pools = {}
     for number, cidr in enumerate(POOLS):
-        pool = await handlers.create_pool(runtime.uow(), name=f"pool {number}", cidr=cidr)
+        pool = await create_pool(runtime.uow(), name=f"pool {number}", cidr=cidr)
         pools[cidr] = pool.id
     return pools
 
@@ -124,13 +132,13 @@ async def _attempt(coroutine):
 async def _assign_next(runtime, pool_id, pool, model, shorter, soft) -> None:
     prefix = _prefix(pool, shorter)
     expected = _expected_next(pool, model, prefix)
-    command = handlers.AssignIp(
+    command = AssignIp(
         account_id=1,
         pool_id=pool_id,
         prefix_length=None if prefix == pool.max_prefixlen else prefix,
         soft=soft,
     )
-    outcome = await _attempt(handlers.assign_ip(runtime.uow(), command, actor="test"))
+    outcome = await _attempt(assign_ip(runtime.uow(), command, actor="test"))
     if isinstance(outcome, IpAssignment):
         assert not isinstance(expected, DomainError), (outcome.address, expected)
         assert outcome.address == ipam.render(expected)
@@ -160,8 +168,8 @@ async def _assign_at(runtime, pool_id, pool, model, offset, shorter, soft) -> No
                 expected = Conflict("taken")
     except InvalidInput as error:
         expected = error
-    command = handlers.AssignIp(account_id=2, pool_id=pool_id, address=address, soft=soft)
-    outcome = await _attempt(handlers.assign_ip(runtime.uow(), command, actor="test"))
+    command = AssignIp(account_id=2, pool_id=pool_id, address=address, soft=soft)
+    outcome = await _attempt(assign_ip(runtime.uow(), command, actor="test"))
     if expected is None:
         assert isinstance(outcome, IpAssignment), (address, outcome)
         if replaced is not None:
@@ -177,18 +185,18 @@ async def _assign_at(runtime, pool_id, pool, model, offset, shorter, soft) -> No
 async def _release(runtime, model, which) -> None:
     if model:
         assignment_id = sorted(model)[which % len(model)]
-        await handlers.remove_assignment(runtime.uow(), assignment_id, actor="test")
+        await remove_assignment(runtime.uow(), assignment_id, actor="test")
         del model[assignment_id]
 
 
 async def _move(runtime, model, which) -> None:
     if model:
         assignment_id = sorted(model)[which % len(model)]
-        new = await handlers.move_assignment(
+        new = await move_assignment(
             runtime.uow(),
             assignment_id,
             account_id=2,
-            assignee=handlers.Assignee(),
+            assignee=Assignee(),
             actor="test",
         )
         model[new.id] = model.pop(assignment_id)

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import structlog
 from sqlalchemy import delete, select, update
 
 from backhaul_contracts.events import provisioning as events
+from backhaul_kit import clock
 from backhaul_kit.errors import NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from provisioning.adapters.tables import (
@@ -47,10 +48,6 @@ from provisioning.domain.rules import (
 log = structlog.get_logger(__name__)
 
 FEED = "address_lists"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- lookups ----------------------------------------------------------------------------------
@@ -95,7 +92,7 @@ async def replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica
     await lock_accounts(uow, account_id)
     replica = await uow.session.get(AccountReplica, account_id)
     if replica is None:
-        replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=_now())
+        replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=clock.now())
         uow.session.add(replica)
     return replica
 
