@@ -4,6 +4,18 @@ Everything the network holds for an account is derived from three sources: the a
 replica (status, delinquency, data services), the IP assignments, and the rules of address
 lists and RADIUS groups. `reconcile` brings the derived rows (list entries and their changes
 feed, FreeRADIUS rows) in line with them, so a handler only updates a source and reconciles.
+
+Two kinds of handler run that way, one convention each:
+
+- An API-called handler owns its unit of work: it runs in `changing(uow)`, which enters it.
+- An `on_*` event handler is called by the consumer with the consumer's open unit of work
+  (one transaction for a whole polled batch, or for one event when a failed batch is
+  replayed) and never enters it again: it runs in `reconciling(uow)`, so there is no
+  savepoint per event. A failure needs none: the consumer rolls the transaction back.
+
+Either way the changes feed is written once, as the transaction's last step
+(`uow.before_commit(write_feed)`), after every change of every handler in it, and what a
+failed block noted in `session.info` is forgotten with its rollback.
 """
 
 from __future__ import annotations
@@ -145,7 +157,8 @@ def record_change(
 
 
 async def write_feed(uow: UnitOfWork) -> None:
-    """Number this transaction's changes under the counter row's lock, as its last step.
+    """Number this transaction's changes under the counter row's lock, as its last step
+    (`reconciling` registers it to run before the commit).
 
     The lock is held to commit, so positions become visible in the order they were taken:
     a router that read up to N never misses a later-committed change numbered below N.
@@ -178,18 +191,34 @@ async def write_feed(uow: UnitOfWork) -> None:
 
 
 @asynccontextmanager
+async def reconciling(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
+    """The block of a handler that may change address lists, in a unit of work that is
+    already open and that it does not enter again (an event handler's, from the consumer).
+
+    The feed is written when that unit of work commits, after all its handlers' changes:
+    once per consumer batch, in the order the changes were made. If the block raises, what
+    it noted is forgotten, since its changes are being rolled back.
+    """
+    info = uow.session.info
+    noted_before = len(info.get("feed", ()))
+    uow.before_commit(write_feed)
+    try:
+        yield uow
+    except BaseException:
+        # Only this block's feed changes: earlier blocks' wait for the commit and stay.
+        del info.get("feed", [])[noted_before:]
+        # Its row locks may be gone with a savepoint; re-taking one costs a query, no more.
+        info.pop("locked_accounts", None)
+        info.pop("locked_replicas", None)
+        raise
+
+
+@asynccontextmanager
 async def changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
-    """The unit of work of a handler that may change address lists: the feed is written last."""
-    async with uow:
-        try:
-            yield uow
-        except BaseException:
-            # What this block noted is being rolled back (perhaps only to a savepoint).
-            uow.session.info.pop("feed", None)
-            uow.session.info.pop("locked_accounts", None)
-            uow.session.info.pop("locked_replicas", None)
-            raise
-        await write_feed(uow)
+    """The unit of work of an API-called handler that may change address lists: entered
+    here (the handler owns it), with the feed written as its last step."""
+    async with uow, reconciling(uow):
+        yield uow
 
 
 async def lock_accounts(uow: UnitOfWork, *account_ids: int) -> None:

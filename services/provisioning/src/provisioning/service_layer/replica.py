@@ -1,5 +1,12 @@
 """Events from accounts and billing: the account replica follows them, and the network
-follows the replica."""
+follows the replica.
+
+Every handler here is called by the consumer (entrypoints/consumers.py registers them) with
+the consumer's open unit of work, the inbox transaction of a whole polled batch or of one
+replayed event, and never enters it again: `reconciling` notes its list changes for the
+feed, written once when that transaction commits. A handler that fails leaves the rollback
+to the consumer, which replays the batch one event at a time, so none needs a savepoint.
+"""
 
 from __future__ import annotations
 
@@ -32,10 +39,10 @@ from provisioning.adapters.tables import (
 from provisioning.service_layer.assignments import end_assignment
 from provisioning.service_layer.network import (
     active_assignments,
-    changing,
     reconcile,
     reconcile_lists,
     reconcile_radius,
+    reconciling,
     replica_for_update,
 )
 from provisioning.service_layer.radius import ensure_service_group
@@ -52,18 +59,19 @@ def _set_status(replica: AccountReplica, status: StatusRef, now: datetime) -> No
 
 async def on_account_created(event: AccountCreated, envelope: Envelope, uow: UnitOfWork) -> None:
     """Start the account's replica with its status."""
-    async with changing(uow):
+    async with reconciling(uow):
+        now = clock.now()
         replica = await replica_for_update(uow, event.account_id)
-        _set_status(replica, event.status, clock.now())
+        _set_status(replica, event.status, now)
         await uow.session.flush()
-        await reconcile(uow, event.account_id, clock.now())
+        await reconcile(uow, event.account_id, now)
 
 
 async def on_status_changed(
     event: AccountStatusChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Entries and RADIUS groups follow the new status."""
-    async with changing(uow):
+    async with reconciling(uow):
         now = clock.now()
         replica = await replica_for_update(uow, event.account_id)
         _set_status(replica, event.status, now)
@@ -77,7 +85,7 @@ async def on_delinquency_changed(
     event: AccountDelinquencyChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Lists and groups with a delinquency rule follow billing's verdict."""
-    async with changing(uow):
+    async with reconciling(uow):
         now = clock.now()
         replica = await replica_for_update(uow, event.account_id)
         replica.delinquent = event.delinquent
@@ -90,7 +98,7 @@ async def on_service_added(event: AccountServiceAdded, envelope: Envelope, uow: 
     """A data service joins the account: its RADIUS group and lists follow."""
     if event.service.kind is not ServiceKind.DATA:
         return
-    async with changing(uow):
+    async with reconciling(uow):
         now = clock.now()
         await replica_for_update(uow, event.account_id)
         if await uow.session.get(AccountDataService, event.account_service_id) is None:
@@ -116,7 +124,7 @@ async def on_service_removed(
     """A data service leaves the account: its RADIUS group and lists follow."""
     if event.service.kind is not ServiceKind.DATA:
         return
-    async with changing(uow):
+    async with reconciling(uow):
         await uow.session.execute(
             delete(AccountDataService).where(
                 AccountDataService.account_service_id == event.account_service_id
@@ -134,7 +142,7 @@ async def on_account_disconnected(
     RADIUS rows, and emits one AccountNetworkReleased, even when nothing was assigned, so
     the disconnect's progress completes.
     """
-    async with changing(uow):
+    async with reconciling(uow):
         session = uow.session
         if await session.get(NetworkRelease, event.disconnection_id) is not None:
             log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
