@@ -286,8 +286,8 @@ async def _next_free(client, pool_id):
     return response.json()["address"] if response.status_code == 200 else response.status_code
 
 
-async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first(service, ev):
-    runtime, client = service
+async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first(local_service, ev):
+    runtime, client = local_service
     for account_id in (51, 52):
         await ev.deliver(runtime, ev.created(account_id))
     pool = await _post(client, "/ip-pools", {"name": "small", "cidr": "10.60.0.0/26"})
@@ -314,11 +314,11 @@ async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first
     assert (await client.get(f"/ip-pools/{pool['id']}")).json()["used"] == 62
 
 
-async def test_releases_racing_assignments_leave_the_search_start_right(service, ev):
+async def test_releases_racing_assignments_leave_the_search_start_right(local_service, ev):
     """Removals (which lower the pool's search start at commit) interleaved with next-free
     assignments (which raise it under the pool's lock): afterwards "next free" is still the
     lowest free address, and no request failed (a lock-order deadlock would be a 500)."""
-    runtime, client = service
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(61))
     pool = await _post(client, "/ip-pools", {"name": "race", "cidr": "10.61.0.0/27"})
     held = [
