@@ -51,6 +51,8 @@ class Assignee:
 
 @dataclass(frozen=True)
 class AssignIp:
+    """Assign `address`, or the next free address (or subnet of `prefix_length`), of a pool."""
+
     account_id: int
     pool_id: int
     address: str | None = None

@@ -101,6 +101,7 @@ async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
 
 
 async def replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica:
+    """The account's replica, locked (PostgreSQL); started empty if no event named it yet."""
     await lock_accounts(uow, account_id)
     replica = await uow.session.get(AccountReplica, account_id)
     if replica is None:
@@ -110,6 +111,7 @@ async def replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica
 
 
 async def account_facts(uow: UnitOfWork, account_id: int) -> AccountFacts:
+    """What the rules of lists and groups look at: status, delinquency, data services."""
     replica = await uow.session.get(AccountReplica, account_id)
     services = await uow.session.scalars(
         select(AccountDataService.service_id).where(AccountDataService.account_id == account_id)
@@ -128,6 +130,7 @@ async def account_facts(uow: UnitOfWork, account_id: int) -> AccountFacts:
 async def active_assignments(
     uow: UnitOfWork, *, account_id: int | None = None, pool_id: int | None = None
 ) -> list[IpAssignment]:
+    """Current (not ended) assignments of an account or a pool, oldest first."""
     statement = select(IpAssignment).where(IpAssignment.removed_at.is_(None))
     if account_id is not None:
         statement = statement.where(IpAssignment.account_id == account_id)
@@ -251,6 +254,8 @@ async def lock_accounts(uow: UnitOfWork, *account_ids: int) -> None:
 
 @dataclass
 class ReconcileResult:
+    """How many list entries a reconcile added and removed."""
+
     entries_added: int = 0
     entries_removed: int = 0
 
@@ -374,6 +379,7 @@ async def sync_radius_user(uow: UnitOfWork, radius_account: RadiusAccount) -> No
 
 
 async def reconcile_radius(uow: UnitOfWork, account_id: int) -> list[str]:
+    """Rewrite the FreeRADIUS rows of the account's RADIUS logins; returns their usernames."""
     radius_accounts = await uow.session.scalars(
         select(RadiusAccount).where(
             RadiusAccount.account_id == account_id, RadiusAccount.deleted_at.is_(None)
@@ -387,6 +393,7 @@ async def reconcile_radius(uow: UnitOfWork, account_id: int) -> list[str]:
 
 
 async def reconcile(uow: UnitOfWork, account_id: int, now: datetime) -> ReconcileResult:
+    """Bring the account's list entries and FreeRADIUS rows in line with its sources."""
     result = await reconcile_lists(uow, account_id, now)
     await reconcile_radius(uow, account_id)
     return result
