@@ -1,6 +1,6 @@
 """Benchmark: fill a /16 pool with host addresses, one "next free" assignment at a time.
 
-Goes through the service layer as the API does (`handlers.assign_ip`, each in its own
+Goes through the service layer as the API does (`assign_ip`, each in its own
 transaction, with the pool lock, the reconcile and the outbox event), on a fresh database:
 N accounts each take the next free address of 10.64.0.0/16. Prints the assignments per
 second of the first and of the last 1,000 (the cost of an assignment in an empty pool and in
@@ -29,7 +29,8 @@ from backhaul_devstack.postgres import create_database
 from provisioning.adapters.tables import AccountReplica
 from provisioning.bootstrap import bootstrap
 from provisioning.config import ProvisioningSettings
-from provisioning.service_layer import handlers
+from provisioning.service_layer.assignments import AssignIp, assign_ip
+from provisioning.service_layer.pools import create_pool
 
 WINDOW = 1000
 
@@ -63,16 +64,16 @@ async def run(assignments: int, cidr: str) -> None:
                 )
                 for account_id in range(1, assignments + 1)
             )
-        pool = await handlers.create_pool(runtime.uow(), name="bench", cidr=cidr)
+        pool = await create_pool(runtime.uow(), name="bench", cidr=cidr)
 
         durations: list[float] = []
         cpu: list[float] = []
         started = time.perf_counter()
         for account_id in range(1, assignments + 1):
             began, began_cpu = time.perf_counter(), time.process_time()
-            await handlers.assign_ip(
+            await assign_ip(
                 runtime.uow(),
-                handlers.AssignIp(account_id=account_id, pool_id=pool.id),
+                AssignIp(account_id=account_id, pool_id=pool.id),
                 actor="bench",
             )
             durations.append(time.perf_counter() - began)

@@ -133,3 +133,41 @@ async def test_savepoints_are_named_by_depth_and_still_roll_back_alone(database_
         "SAVEPOINT sp_2",
         "RELEASE SAVEPOINT sp_2",
     }
+
+
+async def test_before_commit_hooks_run_once_last_and_go_with_a_rollback(sqlite):
+    """A hook runs once, after the outermost block's work and inside its transaction; one
+    registered in a rolled-back savepoint is dropped; one that raises rolls it all back."""
+    outbox = Outbox("kit-test")
+    calls: list[str] = []
+
+    async def last(uow: UnitOfWork) -> None:
+        calls.append("last")
+        await uow.session.execute(insert(effects).values(account_id=0, status="last"))
+
+    async def dropped(uow: UnitOfWork) -> None:
+        calls.append("dropped")
+
+    async with UnitOfWork(sqlite, outbox) as uow:
+        for n in range(3):
+            uow.before_commit(last)
+            await uow.session.execute(insert(effects).values(account_id=n, status="work"))
+        with pytest.raises(ValueError, match="refused"):
+            async with uow:
+                uow.before_commit(dropped)
+                raise ValueError("refused")
+        assert calls == []
+
+    async def failing(uow: UnitOfWork) -> None:
+        await uow.session.execute(insert(effects).values(account_id=9, status="undone"))
+        raise RuntimeError("hook failed")
+
+    with pytest.raises(RuntimeError, match="hook failed"):
+        async with UnitOfWork(sqlite, outbox) as uow:
+            await uow.session.execute(insert(effects).values(account_id=9, status="undone"))
+            uow.before_commit(failing)
+
+    async with sqlite.transaction() as session:
+        rows = (await session.execute(select(effects.c.status))).scalars().all()
+    assert calls == ["last"]
+    assert rows == ["work", "work", "work", "last"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from backhaul_kit.errors import NotFound
 from backhaul_kit.messaging.outbox import Outbox
 
 RowT = TypeVar("RowT")
+BeforeCommit = Callable[["UnitOfWork"], Awaitable[None]]
 
 
 class UnitOfWork:
@@ -27,9 +28,12 @@ class UnitOfWork:
     on, so a refused command can still be answered with a failure event. (A handler the
     consumer calls gets the consumer's open unit of work and does not enter it again.)
 
-    Emitted events are held and written to the outbox with one statement just before the
-    commit: a consumer batch that emits an event per message pays one insert, not one per
-    message. Their order is the order of `emit` calls, which is the order they are published.
+    `before_commit` hooks run once, as the last step of the outermost block, so work that
+    many handlers in one transaction share (a consumer batch) is done once for all of them.
+    Emitted events are held and written to the outbox with one statement after the hooks,
+    just before the commit: a consumer batch that emits an event per message pays one
+    insert, not one per message. Their order is the order of `emit` calls, which is the
+    order they are published.
     """
 
     def __init__(self, db: Database, outbox: Outbox) -> None:
@@ -38,7 +42,8 @@ class UnitOfWork:
         self._depth = 0
         self._stack: AsyncExitStack | None = None
         self._session: AsyncSession | None = None
-        self._savepoints: list[Any] = []
+        self._savepoints: list[tuple[Any, int, int, int]] = []
+        self._before_commit: list[BeforeCommit] = []
         self.emitted: list[Envelope] = []
         self._unwritten: list[dict[str, Any]] = []
 
@@ -56,9 +61,15 @@ class UnitOfWork:
             self._stack, self._session = stack, session
             self.emitted = []
             self._unwritten = []
+            self._before_commit = []
         else:
             self._savepoints.append(
-                (await self.session.begin_nested(), len(self.emitted), len(self._unwritten))
+                (
+                    await self.session.begin_nested(),
+                    len(self.emitted),
+                    len(self._unwritten),
+                    len(self._before_commit),
+                )
             )
         self._depth += 1
         return self
@@ -69,26 +80,15 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._depth -= 1
-        if self._depth > 0:
-            savepoint, emitted_before, unwritten_before = self._savepoints.pop()
-            if exc_type is None:
-                await savepoint.commit()
-            else:
-                await savepoint.rollback()
-                del self.emitted[emitted_before:]
-                del self._unwritten[unwritten_before:]
-            return
-        if exc_type is None:
+        if self._depth == 1 and exc_type is None:
             try:
+                await self._run_before_commit()
                 await self._write_outbox()
-            except BaseException as failed:
-                exc_type, exc, tb = type(failed), failed, failed.__traceback__
+            except BaseException as error:
+                exc_type, exc, tb = type(error), error, error.__traceback__
                 await self._close(exc_type, exc, tb)
                 raise
         await self._close(exc_type, exc, tb)
-        if exc_type is None and self.emitted:
-            self.outbox.notify()
 
     async def _close(
         self,
@@ -96,13 +96,46 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            savepoint, emitted_before, unwritten_before, hooks_before = self._savepoints.pop()
+            if exc_type is None:
+                await savepoint.commit()
+            else:
+                await savepoint.rollback()
+                del self.emitted[emitted_before:]
+                del self._unwritten[unwritten_before:]
+                del self._before_commit[hooks_before:]
+            return
+        self._before_commit = []
+        self._unwritten = []
         stack, self._stack, self._session = self._stack, None, None
         assert stack is not None
         await stack.__aexit__(exc_type, exc, tb)
+        if exc_type is None and self.emitted:
+            self.outbox.notify()
 
     async def _write_outbox(self) -> None:
         rows, self._unwritten = self._unwritten, []
         await self.outbox.write(self.session, rows)
+
+    def before_commit(self, hook: BeforeCommit) -> None:
+        """Run `hook(uow)` once as the outermost block's last step, before it commits.
+
+        Registering a hook that is already pending does nothing. A hook registered in a
+        block that rolls back is dropped with it; one that raises rolls the transaction back.
+        """
+        if self._depth == 0:
+            raise RuntimeError("the unit of work is not active: use `async with uow:`")
+        if hook not in self._before_commit:
+            self._before_commit.append(hook)
+
+    async def _run_before_commit(self) -> None:
+        # A hook may register another (it still runs): the list is read as it grows.
+        done = 0
+        while done < len(self._before_commit):
+            await self._before_commit[done](self)
+            done += 1
 
     async def get(self, model: type[RowT], key: Any, *, not_found: str) -> RowT:
         """The row of `model` with primary key `key`, or NotFound with the given message."""

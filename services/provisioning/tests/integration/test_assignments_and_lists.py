@@ -1,4 +1,5 @@
-"""IPAM, assignments and address lists against a real database and a real Kafka broker."""
+"""IPAM, assignments and address lists against a real database (events handed to the
+consumer directly); the walking skeleton also over a real Kafka broker."""
 
 import asyncio
 from uuid import uuid4
@@ -107,8 +108,8 @@ async def test_walking_skeleton_over_kafka(service, settings, kafka_bootstrap, e
     assert release.payload["removed_list_entries"] == 1
 
 
-async def test_disconnect_is_released_once_even_if_republished(service, ev):
-    runtime, _client = service
+async def test_disconnect_is_released_once_even_if_republished(local_service, ev):
+    runtime, _client = local_service
     await ev.deliver(runtime, ev.created(7))
     disconnection_id = uuid4()
     assert await ev.deliver(runtime, ev.disconnected(7, disconnection_id)) is Outcome.HANDLED
@@ -122,8 +123,8 @@ async def test_disconnect_is_released_once_even_if_republished(service, ev):
     assert list(rows) == ["AccountNetworkReleased"]
 
 
-async def test_ipam_bad_input_is_refused_and_nothing_half_applied(service, ev):
-    runtime, client = service
+async def test_ipam_bad_input_is_refused_and_nothing_half_applied(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(1))
     pool = await _pool(client)
 
@@ -162,8 +163,8 @@ async def test_ipam_bad_input_is_refused_and_nothing_half_applied(service, ev):
     assert bad_rule.status_code == 422 and "colour" in bad_rule.json()["message"]
 
 
-async def test_ipv6_pools_subnets_and_next_free(service, ev):
-    runtime, client = service
+async def test_ipv6_pools_subnets_and_next_free(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(2))
     v6 = await _pool(client, "v6", "2001:db8:0:1::/64")
     assert v6["version"] == 6
@@ -182,8 +183,8 @@ async def test_ipv6_pools_subnets_and_next_free(service, ev):
     assert (detail["used"], detail["free"]) == (9, 245)
 
 
-async def test_each_assignee_kind_provisions_what_seed_003_says(service, ev):
-    runtime, client = service
+async def test_each_assignee_kind_provisions_what_seed_003_says(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(3))
     server_a = (await client.post("/dhcp-servers", json={"name": "dhcp-a"})).json()
     server_b = (await client.post("/dhcp-servers", json={"name": "dhcp-b"})).json()
@@ -246,8 +247,8 @@ async def test_each_assignee_kind_provisions_what_seed_003_says(service, ev):
     assert await _entries(client, everyone["id"]) == ["10.20.0.10", "10.20.0.11"]
 
 
-async def test_soft_assignment_yields_and_moves_keep_history(service, ev):
-    runtime, client = service
+async def test_soft_assignment_yields_and_moves_keep_history(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(4))
     await ev.deliver(runtime, ev.created(5))
     pool = await _pool(client)
@@ -270,8 +271,8 @@ async def test_soft_assignment_yields_and_moves_keep_history(service, ev):
     assert [(e["address"], e["account_id"]) for e in entries] == [("10.20.0.50", 4)]
 
 
-async def test_lists_follow_data_service_and_delinquency(service, ev):
-    runtime, client = service
+async def test_lists_follow_data_service_and_delinquency(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(6))
     pool = await _pool(client)
     vacation_speed = ev.data_service(30, 1000, 1000)
@@ -298,8 +299,8 @@ async def test_lists_follow_data_service_and_delinquency(service, ev):
     assert await _entries(client, no_data["id"]) == ["10.20.0.6"]
 
 
-async def test_router_reads_etag_changes_feed_routeros_and_history(service, ev):
-    runtime, client = service
+async def test_router_reads_etag_changes_feed_routeros_and_history(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(8))
     pool = await _pool(client)
     lst = await _list(client, "active", {"activating": True})
@@ -342,8 +343,8 @@ async def test_router_reads_etag_changes_feed_routeros_and_history(service, ev):
     assert naive.status_code == 422
 
 
-async def test_concurrent_next_free_never_hands_out_an_address_twice(service, ev):
-    runtime, client = service
+async def test_concurrent_next_free_never_hands_out_an_address_twice(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(9))
     pool = await _pool(client, "small", "10.40.0.0/29")
     lst = await _list(client, "active", {"activating": True})
@@ -361,8 +362,10 @@ async def test_concurrent_next_free_never_hands_out_an_address_twice(service, ev
     assert [c["seq"] for c in feed["changes"]] == list(range(1, 7))
 
 
-async def test_an_assignment_racing_a_status_change_lands_on_the_new_status_lists(service, ev):
-    runtime, client = service
+async def test_an_assignment_racing_a_status_change_lands_on_the_new_status_lists(
+    local_service, ev
+):
+    runtime, client = local_service
     pool = await _pool(client)
     active = await _list(client, "active", {"activating": True})
     suspended = await _list(client, "suspended", {"status_ids": [ev.SUSPENDED.id]})

@@ -26,7 +26,15 @@ from provisioning.adapters.tables import AccountReplica, IpAssignment, IpPool
 from provisioning.bootstrap import bootstrap
 from provisioning.config import ProvisioningSettings
 from provisioning.domain import ipam
-from provisioning.service_layer import handlers, queries
+from provisioning.service_layer import queries
+from provisioning.service_layer.assignments import (
+    Assignee,
+    AssignIp,
+    assign_ip,
+    move_assignment,
+    remove_assignment,
+)
+from provisioning.service_layer.pools import create_pool
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +94,7 @@ async def _setup(runtime: ServiceRuntime) -> dict[str, int]:
         )
     pools = {}
     for number, cidr in enumerate(POOLS):
-        pool = await handlers.create_pool(runtime.uow(), name=f"pool {number}", cidr=cidr)
+        pool = await create_pool(runtime.uow(), name=f"pool {number}", cidr=cidr)
         pools[cidr] = pool.id
     return pools
 
@@ -124,13 +132,13 @@ async def _attempt(coroutine):
 async def _assign_next(runtime, pool_id, pool, model, shorter, soft) -> None:
     prefix = _prefix(pool, shorter)
     expected = _expected_next(pool, model, prefix)
-    command = handlers.AssignIp(
+    command = AssignIp(
         account_id=1,
         pool_id=pool_id,
         prefix_length=None if prefix == pool.max_prefixlen else prefix,
         soft=soft,
     )
-    outcome = await _attempt(handlers.assign_ip(runtime.uow(), command, actor="test"))
+    outcome = await _attempt(assign_ip(runtime.uow(), command, actor="test"))
     if isinstance(outcome, IpAssignment):
         assert not isinstance(expected, DomainError), (outcome.address, expected)
         assert outcome.address == ipam.render(expected)
@@ -160,8 +168,8 @@ async def _assign_at(runtime, pool_id, pool, model, offset, shorter, soft) -> No
                 expected = Conflict("taken")
     except InvalidInput as error:
         expected = error
-    command = handlers.AssignIp(account_id=2, pool_id=pool_id, address=address, soft=soft)
-    outcome = await _attempt(handlers.assign_ip(runtime.uow(), command, actor="test"))
+    command = AssignIp(account_id=2, pool_id=pool_id, address=address, soft=soft)
+    outcome = await _attempt(assign_ip(runtime.uow(), command, actor="test"))
     if expected is None:
         assert isinstance(outcome, IpAssignment), (address, outcome)
         if replaced is not None:
@@ -177,18 +185,18 @@ async def _assign_at(runtime, pool_id, pool, model, offset, shorter, soft) -> No
 async def _release(runtime, model, which) -> None:
     if model:
         assignment_id = sorted(model)[which % len(model)]
-        await handlers.remove_assignment(runtime.uow(), assignment_id, actor="test")
+        await remove_assignment(runtime.uow(), assignment_id, actor="test")
         del model[assignment_id]
 
 
 async def _move(runtime, model, which) -> None:
     if model:
         assignment_id = sorted(model)[which % len(model)]
-        new = await handlers.move_assignment(
+        new = await move_assignment(
             runtime.uow(),
             assignment_id,
             account_id=2,
-            assignee=handlers.Assignee(),
+            assignee=Assignee(),
             actor="test",
         )
         model[new.id] = model.pop(assignment_id)
@@ -278,8 +286,8 @@ async def _next_free(client, pool_id):
     return response.json()["address"] if response.status_code == 200 else response.status_code
 
 
-async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first(service, ev):
-    runtime, client = service
+async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first(local_service, ev):
+    runtime, client = local_service
     for account_id in (51, 52):
         await ev.deliver(runtime, ev.created(account_id))
     pool = await _post(client, "/ip-pools", {"name": "small", "cidr": "10.60.0.0/26"})
@@ -306,11 +314,11 @@ async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first
     assert (await client.get(f"/ip-pools/{pool['id']}")).json()["used"] == 62
 
 
-async def test_releases_racing_assignments_leave_the_search_start_right(service, ev):
+async def test_releases_racing_assignments_leave_the_search_start_right(local_service, ev):
     """Removals (which lower the pool's search start at commit) interleaved with next-free
     assignments (which raise it under the pool's lock): afterwards "next free" is still the
     lowest free address, and no request failed (a lock-order deadlock would be a 500)."""
-    runtime, client = service
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(61))
     pool = await _post(client, "/ip-pools", {"name": "race", "cidr": "10.61.0.0/27"})
     held = [

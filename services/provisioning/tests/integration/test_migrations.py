@@ -22,7 +22,8 @@ from backhaul_kit.testing_migrations import (
 from provisioning.adapters.tables import Base
 from provisioning.bootstrap import MIGRATIONS, bootstrap
 from provisioning.config import ProvisioningSettings
-from provisioning.service_layer import handlers, queries
+from provisioning.service_layer import queries
+from provisioning.service_layer.assignments import AssignIp, assign_ip
 
 pytestmark = pytest.mark.integration
 
@@ -225,8 +226,8 @@ def test_range_keys_are_filled_in_for_existing_assignments(database_url):
                 await queries.next_free(runtime.uow(), 2, 124),
                 await queries.next_free(runtime.uow(), 3, None),
             ]
-            assigned = await handlers.assign_ip(
-                runtime.uow(), handlers.AssignIp(account_id=7, pool_id=1), actor="test"
+            assigned = await assign_ip(
+                runtime.uow(), AssignIp(account_id=7, pool_id=1), actor="test"
             )
             answers.append(assigned.address)
             answers.append(await queries.next_free(runtime.uow(), 1, None))

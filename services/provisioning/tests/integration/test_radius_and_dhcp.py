@@ -28,8 +28,8 @@ async def _setup(client, runtime, ev, account_id):
     return pool, routed, radius.json()
 
 
-async def test_radius_replies_follow_assignments_moves_and_deletion(service, ev):
-    runtime, client = service
+async def test_radius_replies_follow_assignments_moves_and_deletion(local_service, ev):
+    runtime, client = local_service
     pool, routed, radius = await _setup(client, runtime, ev, 20)
     assignee = {"kind": "radius_account", "radius_account_id": radius["id"]}
     subnet = await client.post(
@@ -81,8 +81,8 @@ async def test_radius_replies_follow_assignments_moves_and_deletion(service, ev)
     assert sorted(r["username"] for r in listed) == ["bob", longest]
 
 
-async def test_radius_groups_follow_status_and_data_service(service, ev):
-    runtime, client = service
+async def test_radius_groups_follow_status_and_data_service(local_service, ev):
+    runtime, client = local_service
     await _setup(client, runtime, ev, 21)
     suspended = await client.post(
         "/radius-groups",
@@ -158,8 +158,8 @@ async def test_radius_groups_follow_status_and_data_service(service, ev):
     assert bad.status_code == 422 and "attribute" in bad.json()["message"]
 
 
-async def test_dhcp_reservations_follow_the_pools_servers(service, ev):
-    runtime, client = service
+async def test_dhcp_reservations_follow_the_pools_servers(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(22))
     first = (await client.post("/dhcp-servers", json={"name": "one"})).json()
     second = (await client.post("/dhcp-servers", json={"name": "two"})).json()
@@ -214,8 +214,8 @@ async def test_dhcp_reservations_follow_the_pools_servers(service, ev):
     assert (await client.get("/accounts/22/uninventoried-macs")).json() == []
 
 
-async def test_uninventoried_macs_and_list_rule_changes(service, ev):
-    runtime, client = service
+async def test_uninventoried_macs_and_list_rule_changes(local_service, ev):
+    runtime, client = local_service
     await ev.deliver(runtime, ev.created(23))
     pool = (await client.post("/ip-pools", json={"name": "lan", "cidr": "192.0.2.0/24"})).json()
     mac = await client.post("/accounts/23/uninventoried-macs", json={"mac": "0a0b0c0d0e0f"})

@@ -244,7 +244,7 @@ class AddressListEntry(Base):
 
 
 class AddressListChange(Base):
-    """The changes feed routers follow. `seq` grows in commit order (see handlers)."""
+    """The changes feed routers follow. `seq` grows in commit order (see network.write_feed)."""
 
     __tablename__ = "address_list_changes"
 

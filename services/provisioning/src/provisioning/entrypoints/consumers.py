@@ -11,13 +11,13 @@ from backhaul_contracts.events.billing import (
     AccountServiceRemoved,
 )
 from backhaul_kit.messaging.consumer import EventConsumer
-from provisioning.service_layer import handlers
+from provisioning.service_layer import replica
 
 
 def register(consumer: EventConsumer) -> None:
-    consumer.on(AccountCreated)(handlers.on_account_created)
-    consumer.on(AccountStatusChanged)(handlers.on_status_changed)
-    consumer.on(AccountDisconnected)(handlers.on_account_disconnected)
-    consumer.on(AccountServiceAdded)(handlers.on_service_added)
-    consumer.on(AccountServiceRemoved)(handlers.on_service_removed)
-    consumer.on(AccountDelinquencyChanged)(handlers.on_delinquency_changed)
+    consumer.on(AccountCreated)(replica.on_account_created)
+    consumer.on(AccountStatusChanged)(replica.on_status_changed)
+    consumer.on(AccountDisconnected)(replica.on_account_disconnected)
+    consumer.on(AccountServiceAdded)(replica.on_service_added)
+    consumer.on(AccountServiceRemoved)(replica.on_service_removed)
+    consumer.on(AccountDelinquencyChanged)(replica.on_delinquency_changed)

@@ -4,6 +4,18 @@ Everything the network holds for an account is derived from three sources: the a
 replica (status, delinquency, data services), the IP assignments, and the rules of address
 lists and RADIUS groups. `reconcile` brings the derived rows (list entries and their changes
 feed, FreeRADIUS rows) in line with them, so a handler only updates a source and reconciles.
+
+Two kinds of handler run that way, one convention each:
+
+- An API-called handler owns its unit of work: it runs in `changing(uow)`, which enters it.
+- An `on_*` event handler is called by the consumer with the consumer's open unit of work
+  (one transaction for a whole polled batch, or for one event when a failed batch is
+  replayed) and never enters it again: it runs in `reconciling(uow)`, so there is no
+  savepoint per event. A failure needs none: the consumer rolls the transaction back.
+
+Either way the changes feed is written once, as the transaction's last step
+(`uow.before_commit(write_feed)`), after every change of every handler in it, and what a
+failed block noted in `session.info` is forgotten with its rollback.
 """
 
 from __future__ import annotations
@@ -11,13 +23,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import structlog
 from sqlalchemy import delete, select, update
 
 from backhaul_contracts.events import provisioning as events
+from backhaul_kit import clock
 from backhaul_kit.errors import NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from provisioning.adapters.tables import (
@@ -47,10 +60,6 @@ from provisioning.domain.rules import (
 log = structlog.get_logger(__name__)
 
 FEED = "address_lists"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- lookups ----------------------------------------------------------------------------------
@@ -92,15 +101,17 @@ async def get_address_list(uow: UnitOfWork, list_id: int) -> AddressList:
 
 
 async def replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica:
+    """The account's replica, locked (PostgreSQL); started empty if no event named it yet."""
     await lock_accounts(uow, account_id)
     replica = await uow.session.get(AccountReplica, account_id)
     if replica is None:
-        replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=_now())
+        replica = AccountReplica(account_id=account_id, delinquent=False, updated_at=clock.now())
         uow.session.add(replica)
     return replica
 
 
 async def account_facts(uow: UnitOfWork, account_id: int) -> AccountFacts:
+    """What the rules of lists and groups look at: status, delinquency, data services."""
     replica = await uow.session.get(AccountReplica, account_id)
     services = await uow.session.scalars(
         select(AccountDataService.service_id).where(AccountDataService.account_id == account_id)
@@ -119,6 +130,7 @@ async def account_facts(uow: UnitOfWork, account_id: int) -> AccountFacts:
 async def active_assignments(
     uow: UnitOfWork, *, account_id: int | None = None, pool_id: int | None = None
 ) -> list[IpAssignment]:
+    """Current (not ended) assignments of an account or a pool, oldest first."""
     statement = select(IpAssignment).where(IpAssignment.removed_at.is_(None))
     if account_id is not None:
         statement = statement.where(IpAssignment.account_id == account_id)
@@ -148,7 +160,8 @@ def record_change(
 
 
 async def write_feed(uow: UnitOfWork) -> None:
-    """Number this transaction's changes under the counter row's lock, as its last step.
+    """Number this transaction's changes under the counter row's lock, as its last step
+    (`reconciling` registers it to run before the commit).
 
     The lock is held to commit, so positions become visible in the order they were taken:
     a router that read up to N never misses a later-committed change numbered below N.
@@ -181,18 +194,34 @@ async def write_feed(uow: UnitOfWork) -> None:
 
 
 @asynccontextmanager
+async def reconciling(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
+    """The block of a handler that may change address lists, in a unit of work that is
+    already open and that it does not enter again (an event handler's, from the consumer).
+
+    The feed is written when that unit of work commits, after all its handlers' changes:
+    once per consumer batch, in the order the changes were made. If the block raises, what
+    it noted is forgotten, since its changes are being rolled back.
+    """
+    info = uow.session.info
+    noted_before = len(info.get("feed", ()))
+    uow.before_commit(write_feed)
+    try:
+        yield uow
+    except BaseException:
+        # Only this block's feed changes: earlier blocks' wait for the commit and stay.
+        del info.get("feed", [])[noted_before:]
+        # Its row locks may be gone with a savepoint; re-taking one costs a query, no more.
+        info.pop("locked_accounts", None)
+        info.pop("locked_replicas", None)
+        raise
+
+
+@asynccontextmanager
 async def changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
-    """The unit of work of a handler that may change address lists: the feed is written last."""
-    async with uow:
-        try:
-            yield uow
-        except BaseException:
-            # What this block noted is being rolled back (perhaps only to a savepoint).
-            uow.session.info.pop("feed", None)
-            uow.session.info.pop("locked_accounts", None)
-            uow.session.info.pop("locked_replicas", None)
-            raise
-        await write_feed(uow)
+    """The unit of work of an API-called handler that may change address lists: entered
+    here (the handler owns it), with the feed written as its last step."""
+    async with uow, reconciling(uow):
+        yield uow
 
 
 async def lock_accounts(uow: UnitOfWork, *account_ids: int) -> None:
@@ -225,6 +254,8 @@ async def lock_accounts(uow: UnitOfWork, *account_ids: int) -> None:
 
 @dataclass
 class ReconcileResult:
+    """How many list entries a reconcile added and removed."""
+
     entries_added: int = 0
     entries_removed: int = 0
 
@@ -348,6 +379,7 @@ async def sync_radius_user(uow: UnitOfWork, radius_account: RadiusAccount) -> No
 
 
 async def reconcile_radius(uow: UnitOfWork, account_id: int) -> list[str]:
+    """Rewrite the FreeRADIUS rows of the account's RADIUS logins; returns their usernames."""
     radius_accounts = await uow.session.scalars(
         select(RadiusAccount).where(
             RadiusAccount.account_id == account_id, RadiusAccount.deleted_at.is_(None)
@@ -361,6 +393,7 @@ async def reconcile_radius(uow: UnitOfWork, account_id: int) -> list[str]:
 
 
 async def reconcile(uow: UnitOfWork, account_id: int, now: datetime) -> ReconcileResult:
+    """Bring the account's list entries and FreeRADIUS rows in line with its sources."""
     result = await reconcile_lists(uow, account_id, now)
     await reconcile_radius(uow, account_id)
     return result

@@ -40,7 +40,14 @@ from provisioning.entrypoints.api.schemas import (
     UninventoriedMacIn,
     UninventoriedMacOut,
 )
-from provisioning.service_layer import handlers, queries
+from provisioning.service_layer import (
+    address_lists,
+    assignments,
+    pools,
+    queries,
+    radius,
+    uninventoried_macs,
+)
 
 router = APIRouter()
 
@@ -72,8 +79,8 @@ def _pool_out(view: queries.PoolView) -> PoolOut:
     )
 
 
-def _assignee(body: AssigneeIn) -> handlers.Assignee:
-    return handlers.Assignee(
+def _assignee(body: AssigneeIn) -> assignments.Assignee:
+    return assignments.Assignee(
         kind=body.kind,
         mac=body.mac,
         inventory_item_id=body.inventory_item_id,
@@ -98,7 +105,7 @@ def _list_out(address_list: AddressList, count: int) -> AddressListOut:
 @router.post("/dhcp-servers", response_model=DhcpServerOut, status_code=201, tags=["ipam"])
 async def create_dhcp_server(body: DhcpServerIn, uow: UnitOfWorkDep) -> DhcpServerOut:
     """Register a DHCP server that pools can write reservations to."""
-    server = await handlers.create_dhcp_server(uow, body.name, body.description)
+    server = await pools.create_dhcp_server(uow, body.name, body.description)
     return DhcpServerOut.model_validate(server)
 
 
@@ -122,7 +129,7 @@ async def list_dhcp_reservations(server_id: int, uow: UnitOfWorkDep) -> list[Dhc
 @router.post("/ip-pools", response_model=PoolOut, status_code=201, tags=["ipam"])
 async def create_pool(body: PoolIn, uow: UnitOfWorkDep, response: Response) -> PoolOut:
     """Add an IPv4 or IPv6 pool; a malformed CIDR (422) or an overlap (409) is refused."""
-    pool = await handlers.create_pool(
+    pool = await pools.create_pool(
         uow,
         name=body.name,
         cidr=body.cidr,
@@ -150,7 +157,7 @@ async def set_pool_dhcp_servers(
     pool_id: int, body: PoolDhcpServersIn, uow: UnitOfWorkDep
 ) -> PoolOut:
     """Choose the pool's DHCP servers; existing MAC reservations move with the choice."""
-    await handlers.set_pool_dhcp_servers(uow, pool_id, body.dhcp_server_ids)
+    await pools.set_pool_dhcp_servers(uow, pool_id, body.dhcp_server_ids)
     return _pool_out(await queries.pool_detail(uow, pool_id))
 
 
@@ -180,7 +187,7 @@ async def assign_ip(
 ) -> AssignmentOut:
     """Assign an address (null: the next free one) or a subnet to the account or one of its
     inventory MACs, RADIUS accounts or uninventoried MACs, and provision it (seed 003)."""
-    command = handlers.AssignIp(
+    command = assignments.AssignIp(
         account_id=account_id,
         pool_id=body.pool_id,
         address=body.address,
@@ -189,7 +196,7 @@ async def assign_ip(
         soft=body.soft,
         description=body.description,
     )
-    return AssignmentOut.model_validate(await handlers.assign_ip(uow, command, actor=actor))
+    return AssignmentOut.model_validate(await assignments.assign_ip(uow, command, actor=actor))
 
 
 @router.get(
@@ -212,7 +219,7 @@ async def list_assignments(
 )
 async def get_assignment(assignment_id: UUID, uow: UnitOfWorkDep) -> AssignmentOut:
     """One assignment, current or ended."""
-    return AssignmentOut.model_validate(await handlers.load_assignment(uow, assignment_id))
+    return AssignmentOut.model_validate(await assignments.load_assignment(uow, assignment_id))
 
 
 @router.delete(
@@ -223,7 +230,7 @@ async def remove_assignment(
 ) -> AssignmentOut:
     """End the assignment (kept in the history) and undo what it provisioned."""
     return AssignmentOut.model_validate(
-        await handlers.remove_assignment(uow, assignment_id, actor=actor)
+        await assignments.remove_assignment(uow, assignment_id, actor=actor)
     )
 
 
@@ -237,7 +244,7 @@ async def move_assignment(
     assignment_id: UUID, body: MoveIn, uow: UnitOfWorkDep, actor: ActorDep
 ) -> AssignmentOut:
     """Move the address to another assignee; the answer is the new assignment."""
-    moved = await handlers.move_assignment(
+    moved = await assignments.move_assignment(
         uow,
         assignment_id,
         account_id=body.account_id,
@@ -257,7 +264,7 @@ async def add_uninventoried_mac(
     account_id: int, body: UninventoriedMacIn, uow: UnitOfWorkDep
 ) -> UninventoriedMacOut:
     """Record a MAC that is not an inventory item on the account."""
-    row = await handlers.add_uninventoried_mac(uow, account_id, body.mac)
+    row = await uninventoried_macs.add_uninventoried_mac(uow, account_id, body.mac)
     return UninventoriedMacOut.model_validate(row)
 
 
@@ -275,7 +282,7 @@ async def list_uninventoried_macs(account_id: int, uow: UnitOfWorkDep) -> list[U
 @router.delete("/uninventoried-macs/{mac_id}", status_code=204, tags=["ip assignments"])
 async def delete_uninventoried_mac(mac_id: int, uow: UnitOfWorkDep, actor: ActorDep) -> Response:
     """Delete an uninventoried MAC; its IP assignments end."""
-    await handlers.delete_uninventoried_mac(uow, mac_id, actor=actor)
+    await uninventoried_macs.delete_uninventoried_mac(uow, mac_id, actor=actor)
     return Response(status_code=204)
 
 
@@ -287,7 +294,7 @@ async def delete_uninventoried_mac(mac_id: int, uow: UnitOfWorkDep, actor: Actor
 )
 async def create_address_list(body: AddressListIn, uow: UnitOfWorkDep) -> AddressListOut:
     """Add an address list whose entries follow its rule (status, data service, delinquency)."""
-    created = await handlers.create_address_list(
+    created = await address_lists.create_address_list(
         uow, name=body.name, rule=body.rule, description=body.description
     )
     return _list_out(*await queries.address_list(uow, created.id))
@@ -339,7 +346,9 @@ async def update_address_list(
     list_id: int, body: AddressListUpdate, uow: UnitOfWorkDep
 ) -> AddressListOut:
     """Change the list's rule; entries follow at once."""
-    await handlers.update_address_list(uow, list_id, rule=body.rule, description=body.description)
+    await address_lists.update_address_list(
+        uow, list_id, rule=body.rule, description=body.description
+    )
     return _list_out(*await queries.address_list(uow, list_id))
 
 
@@ -441,7 +450,7 @@ async def create_radius_account(
     account_id: int, body: RadiusAccountIn, uow: UnitOfWorkDep
 ) -> RadiusAccountOut:
     """Add a RADIUS login to the account (written to FreeRADIUS's radcheck)."""
-    created = await handlers.create_radius_account(
+    created = await radius.create_radius_account(
         uow, account_id, username=body.username, password=body.password
     )
     return RadiusAccountOut.model_validate(created)
@@ -460,14 +469,14 @@ async def list_radius_accounts(account_id: int, uow: UnitOfWorkDep) -> list[Radi
 @router.delete("/radius-accounts/{radius_account_id}", status_code=204, tags=["radius"])
 async def delete_radius_account(radius_account_id: int, uow: UnitOfWorkDep) -> Response:
     """Delete a RADIUS login; its IP assignments end and FreeRADIUS rejects it."""
-    await handlers.delete_radius_account(uow, radius_account_id)
+    await radius.delete_radius_account(uow, radius_account_id)
     return Response(status_code=204)
 
 
 @router.post("/radius-groups", response_model=RadiusGroupOut, status_code=201, tags=["radius"])
 async def create_radius_group(body: RadiusGroupIn, uow: UnitOfWorkDep) -> RadiusGroupOut:
     """Add a RADIUS group (e.g. suspended) whose members follow a status or service rule."""
-    group = await handlers.create_radius_group(
+    group = await radius.create_radius_group(
         uow,
         name=body.name,
         rule=body.rule,
@@ -483,7 +492,7 @@ async def update_radius_group(
     group_id: int, body: RadiusGroupUpdate, uow: UnitOfWorkDep
 ) -> RadiusGroupOut:
     """Change a group's rule, reply attributes, priority or fall-through."""
-    group = await handlers.update_radius_group(
+    group = await radius.update_radius_group(
         uow,
         group_id,
         rule=body.rule,

@@ -1,0 +1,201 @@
+"""Events from accounts and billing: the account replica follows them, and the network
+follows the replica.
+
+Every handler here is called by the consumer (entrypoints/consumers.py registers them) with
+the consumer's open unit of work, the inbox transaction of a whole polled batch or of one
+replayed event, and never enters it again: `reconciling` notes its list changes for the
+feed, written once when that transaction commits. A handler that fails leaves the rollback
+to the consumer, which replays the batch one event at a time, so none needs a savepoint.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+from sqlalchemy import delete
+
+from backhaul_contracts import Envelope
+from backhaul_contracts.common import ReleasedIp, ServiceKind, StatusRef
+from backhaul_contracts.events import provisioning as events
+from backhaul_contracts.events.accounts import (
+    AccountCreated,
+    AccountDisconnected,
+    AccountStatusChanged,
+)
+from backhaul_contracts.events.billing import (
+    AccountDelinquencyChanged,
+    AccountServiceAdded,
+    AccountServiceRemoved,
+)
+from backhaul_kit import clock
+from backhaul_kit.unit_of_work import UnitOfWork
+from provisioning.adapters.tables import (
+    AccountDataService,
+    AccountReplica,
+    NetworkRelease,
+    UninventoriedMac,
+)
+from provisioning.service_layer.assignments import end_assignment
+from provisioning.service_layer.network import (
+    active_assignments,
+    reconcile,
+    reconcile_lists,
+    reconcile_radius,
+    reconciling,
+    replica_for_update,
+)
+from provisioning.service_layer.radius import ensure_service_group
+
+log = structlog.get_logger(__name__)
+
+
+def _set_status(replica: AccountReplica, status: StatusRef, now: datetime) -> None:
+    replica.status_id = status.id
+    replica.status_name = status.name
+    replica.activates = status.activates_account
+    replica.updated_at = now
+
+
+async def on_account_created(event: AccountCreated, envelope: Envelope, uow: UnitOfWork) -> None:
+    """Start the account's replica with its status."""
+    async with reconciling(uow):
+        now = clock.now()
+        replica = await replica_for_update(uow, event.account_id)
+        _set_status(replica, event.status, now)
+        await uow.session.flush()
+        await reconcile(uow, event.account_id, now)
+
+
+async def on_status_changed(
+    event: AccountStatusChanged, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Entries and RADIUS groups follow the new status."""
+    async with reconciling(uow):
+        now = clock.now()
+        replica = await replica_for_update(uow, event.account_id)
+        _set_status(replica, event.status, now)
+        if event.status.activates_account:
+            replica.disconnected_at = None  # back in service (accounts does the same)
+        await uow.session.flush()
+        await reconcile(uow, event.account_id, now)
+
+
+async def on_delinquency_changed(
+    event: AccountDelinquencyChanged, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Lists and groups with a delinquency rule follow billing's verdict."""
+    async with reconciling(uow):
+        now = clock.now()
+        replica = await replica_for_update(uow, event.account_id)
+        replica.delinquent = event.delinquent
+        replica.updated_at = now
+        await uow.session.flush()
+        await reconcile(uow, event.account_id, now)
+
+
+async def on_service_added(event: AccountServiceAdded, envelope: Envelope, uow: UnitOfWork) -> None:
+    """A data service joins the account: its RADIUS group and lists follow."""
+    if event.service.kind is not ServiceKind.DATA:
+        return
+    async with reconciling(uow):
+        now = clock.now()
+        await replica_for_update(uow, event.account_id)
+        if await uow.session.get(AccountDataService, event.account_service_id) is None:
+            uow.session.add(
+                AccountDataService(
+                    account_service_id=event.account_service_id,
+                    account_id=event.account_id,
+                    service_id=event.service.service_id,
+                    service_name=event.service.name,
+                    download_kbps=event.service.download_kbps,
+                    upload_kbps=event.service.upload_kbps,
+                    added_at=event.added_at,
+                )
+            )
+        await uow.session.flush()
+        await ensure_service_group(uow, event)
+        await reconcile(uow, event.account_id, now)
+
+
+async def on_service_removed(
+    event: AccountServiceRemoved, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """A data service leaves the account: its RADIUS group and lists follow."""
+    if event.service.kind is not ServiceKind.DATA:
+        return
+    async with reconciling(uow):
+        await uow.session.execute(
+            delete(AccountDataService).where(
+                AccountDataService.account_service_id == event.account_service_id
+            )
+        )
+        await reconcile(uow, event.account_id, clock.now())
+
+
+async def on_account_disconnected(
+    event: AccountDisconnected, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Release everything the network holds for the account, once per disconnection (seed 004).
+
+    Ends every IP assignment (history kept), removes list entries, DHCP reservations and
+    RADIUS rows, and emits one AccountNetworkReleased, even when nothing was assigned, so
+    the disconnect's progress completes.
+    """
+    async with reconciling(uow):
+        session = uow.session
+        if await session.get(NetworkRelease, event.disconnection_id) is not None:
+            log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
+            return
+        now = clock.now()
+        replica = await replica_for_update(uow, event.account_id)
+        _set_status(replica, event.status, now)
+        replica.disconnected_at = event.disconnected_at
+        await session.flush()
+        released: list[ReleasedIp] = []
+        dhcp_removed = 0
+        for assignment in await active_assignments(uow, account_id=event.account_id):
+            dhcp_removed += await end_assignment(uow, assignment, now, reason="disconnected")
+            released.append(
+                ReleasedIp(
+                    assignment_id=assignment.id,
+                    address=assignment.address,
+                    pool_id=assignment.pool_id,
+                )
+            )
+        await session.execute(
+            delete(UninventoriedMac).where(UninventoriedMac.account_id == event.account_id)
+        )
+        result = await reconcile_lists(uow, event.account_id, now)
+        usernames = await reconcile_radius(uow, event.account_id)
+        session.add(
+            NetworkRelease(
+                disconnection_id=event.disconnection_id,
+                account_id=event.account_id,
+                released_at=now,
+                summary={
+                    "released_ips": [ip.address for ip in released],
+                    "removed_list_entries": result.entries_removed,
+                    "removed_dhcp_reservations": dhcp_removed,
+                    "removed_radius_usernames": usernames,
+                },
+            )
+        )
+        await uow.emit(
+            events.AccountNetworkReleased(
+                account_id=event.account_id,
+                disconnection_id=event.disconnection_id,
+                released_at=now,
+                released_ips=released,
+                removed_list_entries=result.entries_removed,
+                removed_dhcp_reservations=dhcp_removed,
+                removed_radius_usernames=usernames,
+            ),
+            subject=event.account_id,
+        )
+        log.info(
+            "account_network_released",
+            account_id=event.account_id,
+            released_ips=len(released),
+            removed_list_entries=result.entries_removed,
+        )
