@@ -18,7 +18,7 @@ from backhaul_kit.testing import eventually, read_events
 from scheduler.adapters.tables import KnownAccount, KnownStatus, ScheduledEvent
 from scheduler.bootstrap import bootstrap
 from scheduler.domain.rules import Action, State
-from scheduler.service_layer import handlers
+from scheduler.service_layer import firing, outcomes, scheduled_events
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ async def know_statuses(runtime, *status_ids: int) -> None:
 
 async def state_of(runtime, event_id: UUID) -> ScheduledEvent:
     async with runtime.uow() as uow:
-        return await handlers.get_event(uow, event_id)
+        return await scheduled_events.get_event(uow, event_id)
 
 
 async def commands_in_outbox(runtime) -> list[Envelope]:
@@ -76,9 +76,9 @@ async def commands_in_outbox(runtime) -> list[Envelope]:
 async def test_events_fire_when_the_clock_reaches_them_and_fail_without_an_answer(idle):
     await know_accounts(idle, 301)
     await know_statuses(idle, 3)
-    event = await handlers.schedule(
+    event = await scheduled_events.schedule(
         idle.uow(),
-        handlers.Schedule(
+        scheduled_events.Schedule(
             account_id=301,
             action=Action.CHANGE_STATUS,
             run_at=T0 + timedelta(hours=1),
@@ -88,12 +88,12 @@ async def test_events_fire_when_the_clock_reaches_them_and_fail_without_an_answe
         now=T0,
     )
     early = T0 + timedelta(minutes=59, seconds=59)
-    assert await handlers.fire_due(idle.uow(), batch_size=10, now=early) == 0
+    assert await firing.fire_due(idle.uow(), batch_size=10, now=early) == 0
     assert (await state_of(idle, event.id)).state == State.PENDING
 
     due = T0 + timedelta(hours=1)
-    assert await handlers.fire_due(idle.uow(), batch_size=10, now=due) == 1
-    assert await handlers.fire_due(idle.uow(), batch_size=10, now=due) == 0  # fired once
+    assert await firing.fire_due(idle.uow(), batch_size=10, now=due) == 1
+    assert await firing.fire_due(idle.uow(), batch_size=10, now=due) == 0  # fired once
     fired = await state_of(idle, event.id)
     assert fired.state == State.DISPATCHED
     assert fired.dispatched_at == due
@@ -103,13 +103,9 @@ async def test_events_fire_when_the_clock_reaches_them_and_fail_without_an_answe
 
     timeout = timedelta(minutes=10)
     waited = due + timeout - timedelta(seconds=1)
+    assert await firing.fail_unanswered(idle.uow(), timeout=timeout, batch_size=10, now=waited) == 0
     assert (
-        await handlers.fail_unanswered(idle.uow(), timeout=timeout, batch_size=10, now=waited) == 0
-    )
-    assert (
-        await handlers.fail_unanswered(
-            idle.uow(), timeout=timeout, batch_size=10, now=due + timeout
-        )
+        await firing.fail_unanswered(idle.uow(), timeout=timeout, batch_size=10, now=due + timeout)
         == 1
     )
     failed = await state_of(idle, event.id)
@@ -124,9 +120,10 @@ async def test_events_fire_when_the_clock_reaches_them_and_fail_without_an_answe
         subject=301,
         causation_id=command.event_id,
     )
-    await handlers.on_command_succeeded(
-        CommandSucceeded.model_validate(answer.payload), answer, idle.uow()
-    )
+    async with idle.uow() as uow:  # the consumer's open unit of work
+        await outcomes.on_command_succeeded(
+            CommandSucceeded.model_validate(answer.payload), answer, uow
+        )
     closed = await state_of(idle, event.id)
     assert closed.state == State.COMPLETED
     assert closed.outcome == {"x": 1}
@@ -135,22 +132,25 @@ async def test_events_fire_when_the_clock_reaches_them_and_fail_without_an_answe
 
 async def test_an_answer_to_someone_elses_command_changes_nothing(idle):
     await know_accounts(idle, 302)
-    event = await handlers.schedule(
+    event = await scheduled_events.schedule(
         idle.uow(),
-        handlers.Schedule(account_id=302, action=Action.DISCONNECT, run_at=T0 + timedelta(1)),
+        scheduled_events.Schedule(
+            account_id=302, action=Action.DISCONNECT, run_at=T0 + timedelta(1)
+        ),
         actor="staff",
         now=T0,
     )
-    await handlers.fire_due(idle.uow(), batch_size=10, now=T0 + timedelta(1))
+    await firing.fire_due(idle.uow(), batch_size=10, now=T0 + timedelta(1))
     stray = Envelope.wrap(
         CommandSucceeded(account_id=302, command_type="DisconnectAccount"),
         producer="accounts",
         subject=302,
         causation_id=uuid4(),
     )
-    await handlers.on_command_succeeded(
-        CommandSucceeded.model_validate(stray.payload), stray, idle.uow()
-    )
+    async with idle.uow() as uow:  # the consumer's open unit of work
+        await outcomes.on_command_succeeded(
+            CommandSucceeded.model_validate(stray.payload), stray, uow
+        )
     assert (await state_of(idle, event.id)).state == State.DISPATCHED
 
 
@@ -165,9 +165,9 @@ async def test_events_missed_while_down_fire_on_restart_in_time_order_per_accoun
     # Created newest first, so creation order cannot pass for time order.
     for account_id in (311, 312):
         for step in (3, 1, 2):
-            await handlers.schedule(
+            await scheduled_events.schedule(
                 down.uow(),
-                handlers.Schedule(
+                scheduled_events.Schedule(
                     account_id=account_id,
                     action=Action.CHANGE_STATUS,
                     run_at=now + timedelta(milliseconds=200 * step),
@@ -278,9 +278,9 @@ async def test_firing_outcomes_arrive_over_kafka_on_either_owners_topic(
 ):
     runtime, client = service
     await know_accounts(runtime, 321)
-    event = await handlers.schedule(
+    event = await scheduled_events.schedule(
         runtime.uow(),
-        handlers.Schedule(
+        scheduled_events.Schedule(
             account_id=321,
             action=Action.DISCONNECT,
             run_at=datetime.now(UTC) + timedelta(seconds=3),
@@ -341,7 +341,7 @@ async def test_an_event_that_cannot_become_a_command_fails_without_blocking_the_
                 )
             ],
         )
-    assert await handlers.fire_due(idle.uow(), batch_size=10) == 2
+    assert await firing.fire_due(idle.uow(), batch_size=10) == 2
     failed = await state_of(idle, broken)
     assert failed.state == State.FAILED
     assert failed.failure_code == "invalid"

@@ -9,7 +9,7 @@ import structlog
 
 from backhaul_kit.runtime import ServiceRuntime
 from scheduler.config import SchedulerSettings
-from scheduler.service_layer import handlers
+from scheduler.service_layer import firing
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +42,12 @@ async def _firing_lane(runtime: ServiceRuntime, settings: SchedulerSettings, lan
     while True:
         claimed = 0
         try:
-            claimed = await handlers.fire_due(runtime.uow(), batch_size=settings.firing_batch_size)
+            claimed = await firing.fire_due(runtime.uow(), batch_size=settings.firing_batch_size)
             behind = claimed >= settings.firing_batch_size
             due_check = loop.time() - checked_answers_at >= ANSWER_CHECK_MAX_DELAY
             if lane == 0 and (not behind or due_check):
                 checked_answers_at = loop.time()
-                await handlers.fail_unanswered(
+                await firing.fail_unanswered(
                     runtime.uow(), timeout=timeout, batch_size=settings.firing_batch_size
                 )
         except asyncio.CancelledError:

@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 from backhaul_kit.unit_of_work import UnitOfWork
 from scheduler.adapters.tables import ScheduledEvent, Vacation
 from scheduler.domain.rules import Action, State
-from scheduler.service_layer import handlers
+from scheduler.service_layer import scheduled_events, vacations
 
 
 async def scheduled_event(uow: UnitOfWork, event_id: UUID) -> ScheduledEvent:
     async with uow:
-        return await handlers.get_event(uow, event_id)
+        return await scheduled_events.get_event(uow, event_id)
 
 
 async def list_scheduled_events(
@@ -60,8 +60,8 @@ async def list_scheduled_events(
 
 async def vacation(uow: UnitOfWork, vacation_id: UUID) -> tuple[Vacation, list[ScheduledEvent]]:
     async with uow:
-        found = await handlers.get_vacation(uow, vacation_id)
-        return found, await handlers.vacation_events(uow, vacation_id)
+        found = await vacations.get_vacation(uow, vacation_id)
+        return found, await vacations.vacation_events(uow, vacation_id)
 
 
 async def list_vacations(
@@ -72,4 +72,4 @@ async def list_vacations(
         if account_id is not None:
             statement = statement.where(Vacation.account_id == account_id)
         found = list((await uow.session.scalars(statement)).all())
-        return [(v, await handlers.vacation_events(uow, v.id)) for v in found]
+        return [(v, await vacations.vacation_events(uow, v.id)) for v in found]

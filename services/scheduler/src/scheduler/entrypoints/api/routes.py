@@ -21,7 +21,7 @@ from scheduler.entrypoints.api.schemas import (
     VacationOut,
     VacationPatch,
 )
-from scheduler.service_layer import handlers, queries
+from scheduler.service_layer import queries, scheduled_events, vacations
 
 router = APIRouter()
 
@@ -64,9 +64,9 @@ async def create_scheduled_event(
     is a 422 naming it; nothing is created. The answer carries `warnings` when the event can
     already be seen to fail at its time.
     """
-    row = await handlers.schedule(
+    row = await scheduled_events.schedule(
         uow,
-        handlers.Schedule(
+        scheduled_events.Schedule(
             account_id=body.account_id,
             action=body.action,
             run_at=body.run_at,
@@ -139,10 +139,10 @@ async def edit_scheduled_event(
 
     New parameters are checked like a new event's: an unknown status or service is a 422.
     """
-    row = await handlers.reschedule(
+    row = await scheduled_events.reschedule(
         uow,
         event_id,
-        handlers.Reschedule(
+        scheduled_events.Reschedule(
             run_at=body.run_at,
             time_zone=body.time_zone,
             parameters=body.parameters,
@@ -168,7 +168,9 @@ async def cancel_scheduled_event(
     event_id: UUID, uow: UnitOfWorkDep, actor: ActorDep
 ) -> ScheduledEventOut:
     """Cancel a pending event (kept, as cancelled); 409 once it has fired."""
-    return ScheduledEventOut.model_validate(await handlers.cancel(uow, event_id, actor=actor))
+    return ScheduledEventOut.model_validate(
+        await scheduled_events.cancel(uow, event_id, actor=actor)
+    )
 
 
 @router.post("/vacations", response_model=VacationOut, status_code=201, tags=["vacations"])
@@ -178,9 +180,9 @@ async def create_vacation(body: VacationIn, uow: UnitOfWorkDep, actor: ActorDep)
     Every status and service it names must be in accounts' and billing's catalogue: an
     unknown one is a 422 naming it, and nothing is created.
     """
-    vacation, rows = await handlers.plan_vacation(
+    vacation, rows = await vacations.plan_vacation(
         uow,
-        handlers.PlanVacation(
+        vacations.PlanVacation(
             account_id=body.account_id,
             leave_at=body.leave_at,
             return_at=body.return_at,
@@ -218,10 +220,10 @@ async def edit_vacation(
     vacation_id: UUID, body: VacationPatch, uow: UnitOfWorkDep, actor: ActorDep
 ) -> VacationOut:
     """Move the leave or return date while that date's events are still pending; 409 after."""
-    change = handlers.ReplanVacation(
+    change = vacations.ReplanVacation(
         leave_at=body.leave_at, return_at=body.return_at, time_zone=body.time_zone
     )
-    return _vacation_out(*await handlers.replan_vacation(uow, vacation_id, change, actor=actor))
+    return _vacation_out(*await vacations.replan_vacation(uow, vacation_id, change, actor=actor))
 
 
 @router.post("/vacations/{vacation_id}/cancel", response_model=VacationOut, tags=["vacations"])
@@ -233,4 +235,4 @@ async def edit_vacation(
 )
 async def cancel_vacation(vacation_id: UUID, uow: UnitOfWorkDep, actor: ActorDep) -> VacationOut:
     """Cancel a vacation as one, while none of its events has fired; 409 after."""
-    return _vacation_out(*await handlers.cancel_vacation(uow, vacation_id, actor=actor))
+    return _vacation_out(*await vacations.cancel_vacation(uow, vacation_id, actor=actor))
