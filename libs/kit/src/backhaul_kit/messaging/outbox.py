@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -28,6 +28,7 @@ class Outbox:
         self.producer = producer
         self.topic_prefix = topic_prefix
         self._wakeup = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         # PostgreSQL: set by a process whose relay runs elsewhere (the API role), so that
         # its commits wake that relay through NOTIFY instead of waiting for its next look.
         self.notify_other_processes = False
@@ -135,8 +136,16 @@ class Outbox:
                 await session.execute(text("SELECT pg_notify(:c, '')"), {"c": self.channel})
 
     def notify(self) -> None:
-        """Tell the relay there is something to publish."""
+        """Tell the relay (and whoever `listen`s) that a transaction with events committed:
+        in this process, or, through NOTIFY on PostgreSQL, in another."""
         self._wakeup.set()
+        for listener in self._listeners:
+            listener()
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (synchronously, cheaply) whenever `notify` is: a timer that must
+        look again when something was written (a scheduled event created) uses it."""
+        self._listeners.append(callback)
 
     async def wait(self, timeout: float) -> bool:
         """Wait for a wake-up at most `timeout` seconds; True if one came."""

@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 
 from backhaul_contracts import Event
 from backhaul_contracts.events import accounts as accounts_events
@@ -179,6 +179,25 @@ async def _fail_unsendable(uow: UnitOfWork, event_id: UUID, reason: str, now: da
 
 def _command_type(row: ScheduledEvent) -> str:
     return command_for(row.action, row.parameters, row.account_id, row.created_by).event_type
+
+
+async def next_wake(uow: UnitOfWork, *, timeout: timedelta) -> datetime | None:
+    """When the timer next has something to do: the earliest pending event's run time, or
+    the earliest dispatched event's answer deadline; None if there is neither."""
+    async with uow:
+        due = await uow.session.scalar(
+            select(func.min(ScheduledEvent.run_at)).where(
+                ScheduledEvent.state == State.PENDING.value
+            )
+        )
+        dispatched = await uow.session.scalar(
+            select(func.min(ScheduledEvent.dispatched_at)).where(
+                ScheduledEvent.state == State.DISPATCHED.value
+            )
+        )
+    deadline = dispatched + timeout if dispatched is not None else None
+    candidates = [t for t in (due, deadline) if t is not None]
+    return min(candidates) if candidates else None
 
 
 async def fail_unanswered(
