@@ -13,6 +13,16 @@ bounded number of times in place (which holds back its partition, so no later me
 overtakes it), then sent to `<topic>.<group>.dlq` with the error, and the partition moves
 on. A failure never skips a message and never applies one twice.
 
+Handlers: one per event type (registering a second, different one for the same type is an
+error at start-up, not a silent replacement). A handler receives the event, its envelope and
+the consumer's open unit of work, and never enters that unit of work again: the consumer
+owns the transaction (and its commit), so a handler adds no savepoint and no commit of its
+own. Work that every handler of a batch shares is registered with `uow.before_commit` and
+done once. Handlers called from the API are the other kind: they own their unit of work.
+
+Events a group has no handler for are dropped by their `event_type` header before the
+record is parsed, so most deliveries of a fan-out cost next to nothing.
+
 A failure while the service's database does not answer (it is down, restarting, or out of
 reach) is not the message's fault and does not count as an attempt: the consumer checks the
 database after each failure and, while it is unreachable, waits for it without limit, with
