@@ -27,6 +27,13 @@ from scheduler.adapters.tables import KnownService, KnownStatus, ScheduledEvent,
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def service(service_without_bus):
+    """No broker: these tests feed the consumer themselves and call the API."""
+    return service_without_bus
+
+
 ACTIVE = StatusRef(id=2, name="Active", activates_account=True)
 
 

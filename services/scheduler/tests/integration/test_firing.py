@@ -26,9 +26,10 @@ T0 = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def idle(settings):
-    """The scheduler's database and handlers, with no timer running: the test is the clock."""
-    runtime = bootstrap(settings)
+async def idle(settings_without_bus):
+    """The scheduler's database and handlers, with no timer running (and no broker): the
+    test is the clock."""
+    runtime = bootstrap(settings_without_bus)
     await asyncio.to_thread(runtime.migrate)
     try:
         yield runtime

@@ -3,6 +3,9 @@ services, and the status and service catalogues.
 
 Outcomes have no topic of their own: each owner answers on its events topic, so the same
 handler is subscribed on accounts.events.v1 and billing.events.v1.
+
+Every handler registered here is called inside the consumer's open unit of work (the inbox
+row, the effect and the events it emits commit together) and never enters it again.
 """
 
 from backhaul_contracts.events.accounts import (

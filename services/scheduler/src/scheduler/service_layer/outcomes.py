@@ -1,6 +1,8 @@
 """Outcomes: the owners' answers to the scheduler's commands complete or fail its events.
 
-Event handlers; each owns its unit of work.
+Event handlers: the consumer calls them inside its open unit of work (the inbox row, the
+effect and the emitted events commit together, a batch at a time); they never enter it
+again.
 """
 
 from __future__ import annotations
@@ -42,39 +44,37 @@ async def on_command_succeeded(
     event: CommandSucceeded, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """The owner did it: the scheduled event is completed with the ids it produced."""
-    async with uow:
-        row = await _answered(uow, envelope)
-        if row is None:
-            return
-        now = clock.now()
-        row.state = State.COMPLETED.value
-        row.completed_at = now
-        row.updated_at = now
-        row.outcome = dict(event.result)
-        row.failure_reason = row.failure_code = None
-        await uow.emit(
-            events.ScheduledEventCompleted(
-                scheduled_event_id=row.id,
-                account_id=row.account_id,
-                action=row.action,
-                completed_at=now,
-                result=row.outcome,
-                vacation_id=row.vacation_id,
-            ),
-            subject=row.account_id,
-        )
+    row = await _answered(uow, envelope)
+    if row is None:
+        return
+    now = clock.now()
+    row.state = State.COMPLETED.value
+    row.completed_at = now
+    row.updated_at = now
+    row.outcome = dict(event.result)
+    row.failure_reason = row.failure_code = None
+    await uow.emit(
+        events.ScheduledEventCompleted(
+            scheduled_event_id=row.id,
+            account_id=row.account_id,
+            action=row.action,
+            completed_at=now,
+            result=row.outcome,
+            vacation_id=row.vacation_id,
+        ),
+        subject=row.account_id,
+    )
 
 
 async def on_command_failed(event: CommandFailed, envelope: Envelope, uow: UnitOfWork) -> None:
     """The owner refused: the scheduled event fails with the owner's reason."""
-    async with uow:
-        row = await _answered(uow, envelope)
-        if row is None:
-            return
-        now = clock.now()
-        row.state = State.FAILED.value
-        row.completed_at = now
-        row.updated_at = now
-        row.failure_reason = event.reason
-        row.failure_code = event.code.value
-        await uow.emit(failed_event(row, now), subject=row.account_id)
+    row = await _answered(uow, envelope)
+    if row is None:
+        return
+    now = clock.now()
+    row.state = State.FAILED.value
+    row.completed_at = now
+    row.updated_at = now
+    row.failure_reason = event.reason
+    row.failure_code = event.code.value
+    await uow.emit(failed_event(row, now), subject=row.account_id)

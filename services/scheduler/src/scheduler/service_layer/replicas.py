@@ -1,7 +1,9 @@
 """Replicas: what the scheduler knows of accounts, their services, and the status and
 service catalogues, followed from accounts' and billing's events.
 
-Event handlers; each owns its unit of work.
+Event handlers: the consumer calls them inside its open unit of work (the inbox row, the
+effect and the emitted events commit together, a batch at a time); they never enter it
+again.
 """
 
 from __future__ import annotations
@@ -24,93 +26,86 @@ async def on_account_created(
     event: accounts_events.AccountCreated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Remember the account: events can now be scheduled on it."""
-    async with uow:
-        account = await uow.session.get(KnownAccount, event.account_id)
-        if account is None:
-            account = KnownAccount(id=event.account_id)
-            uow.session.add(account)
-        account.name = event.name
-        account.status_id = event.status.id
-        account.parent_id = event.parent_account_id
-        account.disconnected = False
-        account.updated_at = envelope.occurred_at
+    account = await uow.session.get(KnownAccount, event.account_id)
+    if account is None:
+        account = KnownAccount(id=event.account_id)
+        uow.session.add(account)
+    account.name = event.name
+    account.status_id = event.status.id
+    account.parent_id = event.parent_account_id
+    account.disconnected = False
+    account.updated_at = envelope.occurred_at
 
 
 async def on_account_updated(
     event: accounts_events.AccountUpdated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Follow the account's parent (a parent's disconnect does not reach its children)."""
-    async with uow:
-        account = await uow.session.get(KnownAccount, event.account_id)
-        if account is None:
-            return  # its AccountCreated comes first on the same partition; nothing to follow
-        account.name = event.name
-        account.parent_id = event.parent_account_id
-        account.updated_at = envelope.occurred_at
+    account = await uow.session.get(KnownAccount, event.account_id)
+    if account is None:
+        return  # its AccountCreated comes first on the same partition; nothing to follow
+    account.name = event.name
+    account.parent_id = event.parent_account_id
+    account.updated_at = envelope.occurred_at
 
 
 async def on_account_status_changed(
     event: accounts_events.AccountStatusChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Follow the account's status; an activating status brings a disconnected one back."""
-    async with uow:
-        account = await uow.session.get(KnownAccount, event.account_id)
-        if account is None:
-            # Created before the scheduler's log starts: the status change is enough to know it.
-            account = KnownAccount(id=event.account_id, name="", disconnected=False)
-            uow.session.add(account)
-        account.status_id = event.status.id
-        account.parent_id = event.parent_account_id
-        if event.status.activates_account:
-            account.disconnected = False
-        account.updated_at = envelope.occurred_at
+    account = await uow.session.get(KnownAccount, event.account_id)
+    if account is None:
+        # Created before the scheduler's log starts: the status change is enough to know it.
+        account = KnownAccount(id=event.account_id, name="", disconnected=False)
+        uow.session.add(account)
+    account.status_id = event.status.id
+    account.parent_id = event.parent_account_id
+    if event.status.activates_account:
+        account.disconnected = False
+    account.updated_at = envelope.occurred_at
 
 
 async def on_account_disconnected(
     event: accounts_events.AccountDisconnected, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """A disconnected account takes no new scheduled events."""
-    async with uow:
-        account = await uow.session.get(KnownAccount, event.account_id)
-        if account is None:
-            account = KnownAccount(id=event.account_id, name=event.account_name)
-            uow.session.add(account)
-        account.status_id = event.status.id
-        account.parent_id = event.parent_account_id
-        account.disconnected = True
-        account.updated_at = envelope.occurred_at
+    account = await uow.session.get(KnownAccount, event.account_id)
+    if account is None:
+        account = KnownAccount(id=event.account_id, name=event.account_name)
+        uow.session.add(account)
+    account.status_id = event.status.id
+    account.parent_id = event.parent_account_id
+    account.disconnected = True
+    account.updated_at = envelope.occurred_at
 
 
 async def on_account_status_defined(
     event: accounts_events.AccountStatusDefined, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Remember the status as it now is: events can now be scheduled to move to it."""
-    async with uow:
-        known = await uow.session.get(KnownStatus, event.status_id)
-        if known is None:
-            known = KnownStatus(id=event.status_id)
-            uow.session.add(known)
-        elif known.updated_at > envelope.occurred_at:
-            return  # an older announcement, replayed: what we know is newer
-        known.name = event.name
-        known.activates_account = event.activates_account
-        known.updated_at = envelope.occurred_at
+    known = await uow.session.get(KnownStatus, event.status_id)
+    if known is None:
+        known = KnownStatus(id=event.status_id)
+        uow.session.add(known)
+    elif known.updated_at > envelope.occurred_at:
+        return  # an older announcement, replayed: what we know is newer
+    known.name = event.name
+    known.activates_account = event.activates_account
+    known.updated_at = envelope.occurred_at
 
 
 async def on_account_status_deleted(
     event: accounts_events.AccountStatusDeleted, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Forget a deleted status: nothing new can be scheduled to move to it."""
-    async with uow:
-        await uow.session.execute(delete(KnownStatus).where(KnownStatus.id == event.status_id))
+    await uow.session.execute(delete(KnownStatus).where(KnownStatus.id == event.status_id))
 
 
 async def on_service_defined(
     event: billing_events.ServiceDefined, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Remember the catalogue service: it can now be scheduled for addition."""
-    async with uow:
-        await _know_service(uow, event.service_id, event.name, event.kind)
+    await _know_service(uow, event.service_id, event.name, event.kind)
 
 
 async def _know_service(uow: UnitOfWork, service_id: int, name: str, kind: str) -> None:
@@ -125,26 +120,24 @@ async def on_account_service_added(
     event: billing_events.AccountServiceAdded, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Follow the account's services (a second data service would fail)."""
-    async with uow:
-        await _know_service(uow, event.service.service_id, event.service.name, event.service.kind)
-        if await uow.session.get(KnownAccountService, event.account_service_id) is None:
-            uow.session.add(
-                KnownAccountService(
-                    account_service_id=event.account_service_id,
-                    account_id=event.account_id,
-                    service_id=event.service.service_id,
-                )
+    await _know_service(uow, event.service.service_id, event.service.name, event.service.kind)
+    if await uow.session.get(KnownAccountService, event.account_service_id) is None:
+        uow.session.add(
+            KnownAccountService(
+                account_service_id=event.account_service_id,
+                account_id=event.account_id,
+                service_id=event.service.service_id,
             )
+        )
 
 
 async def on_account_service_removed(
     event: billing_events.AccountServiceRemoved, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Forget a service removed from the account."""
-    async with uow:
-        await _know_service(uow, event.service.service_id, event.service.name, event.service.kind)
-        await uow.session.execute(
-            delete(KnownAccountService).where(
-                KnownAccountService.account_service_id == event.account_service_id
-            )
+    await _know_service(uow, event.service.service_id, event.service.name, event.service.kind)
+    await uow.session.execute(
+        delete(KnownAccountService).where(
+            KnownAccountService.account_service_id == event.account_service_id
         )
+    )
