@@ -38,16 +38,18 @@ async def answer_command(
     """Run `carry_out` (the same handler the HTTP call uses) and publish the outcome on the
     answering service's `topic`, naming the command in causation_id.
 
-    A refusal (a domain error) is an answer, not a failure of the message: its changes are
-    rolled back (the handler's savepoint) and `CommandFailed` says why; anything else is
-    raised, so the consumer retries and, in the end, dead-letters the command.
+    A refusal (a domain error) is an answer, not a failure of the message: `carry_out` runs
+    in a savepoint of the consumer's transaction, so what it changed before refusing is
+    rolled back, and `CommandFailed` says why; anything else is raised, so the consumer
+    retries and, in the end, dead-letters the command. (Commands are few: the savepoint is
+    the price of a refusal that can never leave half a change behind.)
     """
     outcome: CommandSucceeded | CommandFailed
     try:
+        async with uow:  # a savepoint: the consumer's transaction is open
+            result = await carry_out()
         outcome = CommandSucceeded(
-            account_id=command.account_id,
-            command_type=command.event_type,
-            result=await carry_out(),
+            account_id=command.account_id, command_type=command.event_type, result=result
         )
     except DomainError as error:
         outcome = CommandFailed(
