@@ -309,7 +309,7 @@ async def test_vacation_swap_charges_each_data_service_for_its_days(service):
     """Seed 002: leave on Apr 10, back on Apr 25 (April has 30 days, billing day 1)."""
     from datetime import date
 
-    from billing.service_layer import handlers, queries
+    from billing.service_layer import account_services, queries
 
     runtime, client = service
     fibre = await post(client, "/services", {**INTERNET, "name": "Fibre", "price": "30.00"})
@@ -326,15 +326,21 @@ async def test_vacation_swap_charges_each_data_service_for_its_days(service):
     )
     await account(runtime, 90, billing_day=1)
     uow = runtime.uow()
-    first = await handlers.add_account_service(
+    first = await account_services.add_account_service(
         uow, 90, fibre["id"], actor="t", day=date(2026, 4, 1)
     )
-    await handlers.remove_account_service(uow, 90, first.id, actor="t", day=date(2026, 4, 10))
-    away = await handlers.add_account_service(
+    await account_services.remove_account_service(
+        uow, 90, first.id, actor="t", day=date(2026, 4, 10)
+    )
+    away = await account_services.add_account_service(
         uow, 90, vacation["id"], actor="t", day=date(2026, 4, 10)
     )
-    await handlers.remove_account_service(uow, 90, away.id, actor="t", day=date(2026, 4, 25))
-    await handlers.add_account_service(uow, 90, fibre["id"], actor="t", day=date(2026, 4, 25))
+    await account_services.remove_account_service(
+        uow, 90, away.id, actor="t", day=date(2026, 4, 25)
+    )
+    await account_services.add_account_service(
+        uow, 90, fibre["id"], actor="t", day=date(2026, 4, 25)
+    )
 
     ledger = [
         (v.transaction.type, str(v.transaction.amount))

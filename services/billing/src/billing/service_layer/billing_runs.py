@@ -22,6 +22,7 @@ from sqlalchemy import cast as cast_sql
 from sqlalchemy.sql.elements import ColumnElement
 
 from backhaul_contracts.events import billing as events
+from backhaul_kit.clock import now
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
     AccountService,
@@ -36,7 +37,6 @@ from billing.adapters.tables import (
 from billing.domain import rules
 from billing.domain.rules import ZERO, TransactionType
 from billing.service_layer import ledger
-from billing.service_layer.ledger import now
 
 log = structlog.get_logger(__name__)
 

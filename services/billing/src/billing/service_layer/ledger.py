@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from backhaul_contracts.common import Proration
 from backhaul_contracts.events import billing as events
+from backhaul_kit.clock import now
 from backhaul_kit.errors import Conflict, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
@@ -31,10 +32,6 @@ UNKNOWN_ACCOUNT = (
     "billing does not know account {id} (yet): it learns of accounts from their "
     "AccountCreated event"
 )
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def as_utc(moment: datetime) -> datetime:
