@@ -67,8 +67,8 @@ async def test_a_new_service_is_published_with_everything_a_replica_needs(
     }
 
 
-async def test_a_refused_service_publishes_nothing(service):
-    runtime, client = service
+async def test_a_refused_service_publishes_nothing(local_service):
+    runtime, client = local_service
     assert (await client.post("/services", json=FIBRE)).status_code == 201
     again = await client.post("/services", json=FIBRE)
     assert again.status_code == 409
