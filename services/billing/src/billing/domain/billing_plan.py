@@ -119,14 +119,14 @@ def draft_invoice(
     `due_days` after its date; billed to the account itself unless a payer is given."""
     credit_total = sum(credit_totals, ZERO)
     return InvoicePlan(
-        account_id=account_id,
-        bill_to_account_id=bill_to_account_id or account_id,
-        parent_account_id=parent_account_id,
-        currency=currency,
-        invoice_date=invoice_date,
-        due_date=invoice_date + timedelta(days=due_days),
-        total=sum(debit_totals, ZERO) - credit_total,
-        credit_total=credit_total,
+        account_id,
+        bill_to_account_id or account_id,
+        parent_account_id,
+        currency,
+        invoice_date,
+        invoice_date + timedelta(days=due_days),
+        sum(debit_totals, ZERO) - credit_total,
+        credit_total,
     )
 
 
@@ -159,19 +159,20 @@ def plan_period(
         rate = applicable_rate(
             service.tax_rate, account.tax_rate, default_tax_rate, tax_exempt=account.tax_exempt
         )
+        # Positional: a run builds one per service of every account it bills.
         lines.append(
             DebitLine(
-                account_id=account.id,
-                amount=amount,
-                tax=tax_on(amount, rate),
-                tax_rate=rate,
-                currency=service.currency,
-                description=f"{service.name} x{service.quantity} {start} to {period.end}",
-                service_id=service.service_id,
-                account_service_id=service.account_service_id,
-                quantity=service.quantity,
-                period_start=start,
-                period_end=period.end,
+                account.id,
+                amount,
+                tax_on(amount, rate),
+                rate,
+                service.currency,
+                f"{service.name} x{service.quantity} {start} to {period.end}",
+                service.service_id,
+                service.account_service_id,
+                service.quantity,
+                start,
+                period.end,
             )
         )
     debit_totals: dict[int, list[Decimal]] = defaultdict(list)

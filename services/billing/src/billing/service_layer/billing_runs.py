@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import cast
 
@@ -35,6 +35,8 @@ from billing.adapters.tables import (
 from billing.domain import rules
 from billing.domain.billing_plan import (
     AccountFacts,
+    DebitLine,
+    InvoicePlan,
     PeriodPlan,
     RecurringService,
     WaitingDebit,
@@ -200,115 +202,9 @@ async def _write_batch(uow: UnitOfWork, batch: _Batch, plan: PeriodPlan, run: _R
             .values(billed_through=period.end)
         )
     issued_at = now()
-    invoice_ids: dict[int, int] = {}
-    if plan.invoices:
-        # No RETURNING: on SQLite, ordered RETURNING would insert one row per statement.
-        await session.execute(
-            insert(INVOICES),
-            [
-                {
-                    "account_id": draft.account_id,
-                    "bill_to_account_id": draft.bill_to_account_id,
-                    "parent_invoice_id": None,
-                    "number": None,
-                    "issued_at": issued_at,
-                    "invoice_date": draft.invoice_date,
-                    "due_date": draft.due_date,
-                    "period_start": period.start,
-                    "period_end": period.end,
-                    "currency": draft.currency,
-                    "total": draft.total,
-                    "final": False,
-                    "manual": False,
-                    "frozen": False,
-                    "void": False,
-                    "delinquent": False,
-                    "billing_run_id": run.run_id,
-                }
-                for draft in plan.invoices
-            ],
-        )
-        created = await session.execute(
-            select(INVOICES.c.id, INVOICES.c.account_id).where(
-                INVOICES.c.account_id.in_([draft.account_id for draft in plan.invoices]),
-                INVOICES.c.billing_run_id == run.run_id,
-            )
-        )
-        invoice_ids = {account_id: invoice_id for invoice_id, account_id in created.all()}
-
-    # A child's invoice is linked to its parent's invoice of the same period.
-    parents_elsewhere = [p for p in batch.known_parents if p not in invoice_ids]
-    parent_invoices = dict(invoice_ids)
-    if parents_elsewhere:
-        for parent_id, invoice_id in (
-            await session.execute(
-                select(BILLED.c.account_id, BILLED.c.invoice_id).where(
-                    BILLED.c.account_id.in_(parents_elsewhere),
-                    BILLED.c.period_start == period.start,
-                )
-            )
-        ).all():
-            if invoice_id is not None:
-                parent_invoices[parent_id] = invoice_id
-    links = {
-        draft.account_id: parent_invoices.get(draft.parent_account_id)
-        if draft.parent_account_id is not None
-        else None
-        for draft in plan.invoices
-    }
-    if plan.invoices:
-        # One statement numbers the batch's invoices (by the one rule) and links children.
-        await session.execute(
-            update(INVOICES)
-            .where(INVOICES.c.id == bindparam("b_id"))
-            .values(number=bindparam("b_number"), parent_invoice_id=bindparam("b_parent")),
-            [
-                {
-                    "b_id": invoice_ids[draft.account_id],
-                    "b_number": rules.invoice_number(invoice_ids[draft.account_id]),
-                    "b_parent": links[draft.account_id],
-                }
-                for draft in plan.invoices
-            ],
-        )
-    # The new debits are written already filed on their invoice; earlier ones are filed.
-    by_account: dict[int, list[int]] = defaultdict(list)
-    for debit in batch.waiting:
-        by_account[debit.account_id].append(debit.id)
-    if batch.waiting:
-        await session.execute(
-            update(TRANSACTIONS)
-            .where(TRANSACTIONS.c.id == bindparam("b_id"))
-            .values(invoice_id=bindparam("b_invoice")),
-            [{"b_id": d.id, "b_invoice": invoice_ids[d.account_id]} for d in batch.waiting],
-        )
-    if plan.lines:
-        created_at = now()
-        await session.execute(
-            insert(TRANSACTIONS),
-            [
-                {
-                    **line._asdict(),
-                    "type": TransactionType.DEBIT.value,
-                    "invoice_id": invoice_ids[line.account_id],
-                    "reversed": False,
-                    "created_at": created_at,
-                    "created_by": run.actor,
-                }
-                for line in plan.lines
-            ],
-        )
-        filed = await session.execute(
-            select(TRANSACTIONS.c.id, TRANSACTIONS.c.account_id)
-            .where(
-                TRANSACTIONS.c.invoice_id.in_(list(invoice_ids.values())),
-                TRANSACTIONS.c.type == TransactionType.DEBIT.value,
-            )
-            .order_by(TRANSACTIONS.c.id)
-        )
-        by_account.clear()  # the earlier ones are among what is filed now
-        for debit_id, account_id in filed.all():
-            by_account[account_id].append(debit_id)
+    invoice_ids = await _insert_invoices(uow, plan.invoices, issued_at, run)
+    links = await _number_and_link(uow, plan.invoices, invoice_ids, batch.known_parents, period)
+    debit_ids = await _file_debits(uow, batch.waiting, plan.lines, invoice_ids, run.actor)
     await session.execute(
         insert(BILLED),
         [
@@ -321,32 +217,7 @@ async def _write_batch(uow: UnitOfWork, batch: _Batch, plan: PeriodPlan, run: _R
             for a in batch.accounts
         ],
     )
-
-    # Credits waiting on the payers go onto the new invoices (rare: one query finds them).
-    payers = {draft.bill_to_account_id for draft in plan.invoices}
-    with_credit = (
-        set(
-            (
-                await session.scalars(
-                    select(TRANSACTIONS.c.account_id)
-                    .distinct()
-                    .where(
-                        TRANSACTIONS.c.account_id.in_(payers),
-                        TRANSACTIONS.c.type.in_([t.value for t in rules.CREDIT_TYPES]),
-                        TRANSACTIONS.c.reversed.is_(False),
-                        TRANSACTIONS.c.invoice_id.is_(None),
-                    )
-                )
-            ).all()
-        )
-        if payers
-        else set()
-    )
-    for draft in plan.invoices:
-        if draft.bill_to_account_id in with_credit:
-            invoice = await session.get_one(Invoice, invoice_ids[draft.account_id])
-            await ledger.apply_available_credits(uow, draft.bill_to_account_id, only=invoice)
-
+    await _apply_waiting_credits(uow, plan.invoices, invoice_ids)
     await uow.emit_many(
         [
             (
@@ -360,7 +231,7 @@ async def _write_batch(uow: UnitOfWork, batch: _Batch, plan: PeriodPlan, run: _R
                     due_date=draft.due_date,
                     period_start=period.start,
                     period_end=period.end,
-                    debit_ids=by_account[draft.account_id],
+                    debit_ids=debit_ids[draft.account_id],
                     bill_to_account_id=draft.bill_to_account_id,
                     parent_invoice_id=links[draft.account_id],
                 ),
@@ -373,6 +244,170 @@ async def _write_batch(uow: UnitOfWork, batch: _Batch, plan: PeriodPlan, run: _R
     run.invoices += len(plan.invoices)
     for draft in plan.invoices:
         run.totals[draft.currency] = run.totals.get(draft.currency, ZERO) + draft.total
+
+
+async def _insert_invoices(
+    uow: UnitOfWork, drafts: Sequence[InvoicePlan], issued_at: datetime, run: _RunContext
+) -> dict[int, int]:
+    """Insert the batch's invoices (unnumbered, unlinked); returns their ids by account."""
+    if not drafts:
+        return {}
+    period = run.period
+    # No RETURNING: on SQLite, ordered RETURNING would insert one row per statement.
+    await uow.session.execute(
+        insert(INVOICES),
+        [
+            {
+                "account_id": draft.account_id,
+                "bill_to_account_id": draft.bill_to_account_id,
+                "parent_invoice_id": None,
+                "number": None,
+                "issued_at": issued_at,
+                "invoice_date": draft.invoice_date,
+                "due_date": draft.due_date,
+                "period_start": period.start,
+                "period_end": period.end,
+                "currency": draft.currency,
+                "total": draft.total,
+                "final": False,
+                "manual": False,
+                "frozen": False,
+                "void": False,
+                "delinquent": False,
+                "billing_run_id": run.run_id,
+            }
+            for draft in drafts
+        ],
+    )
+    created = await uow.session.execute(
+        select(INVOICES.c.id, INVOICES.c.account_id).where(
+            INVOICES.c.account_id.in_([draft.account_id for draft in drafts]),
+            INVOICES.c.billing_run_id == run.run_id,
+        )
+    )
+    return {account_id: invoice_id for invoice_id, account_id in created.all()}
+
+
+async def _number_and_link(
+    uow: UnitOfWork,
+    drafts: Sequence[InvoicePlan],
+    invoice_ids: dict[int, int],
+    known_parents: set[int],
+    period: rules.Period,
+) -> dict[int, int | None]:
+    """Number the batch's invoices and link a child's to its parent's invoice of the same
+    period (in this batch or an earlier one), in one statement. Returns the links."""
+    parents_elsewhere = [p for p in known_parents if p not in invoice_ids]
+    parent_invoices = dict(invoice_ids)
+    if parents_elsewhere:
+        for parent_id, invoice_id in (
+            await uow.session.execute(
+                select(BILLED.c.account_id, BILLED.c.invoice_id).where(
+                    BILLED.c.account_id.in_(parents_elsewhere),
+                    BILLED.c.period_start == period.start,
+                )
+            )
+        ).all():
+            if invoice_id is not None:
+                parent_invoices[parent_id] = invoice_id
+    links = {
+        draft.account_id: parent_invoices.get(draft.parent_account_id)
+        if draft.parent_account_id is not None
+        else None
+        for draft in drafts
+    }
+    if drafts:
+        await uow.session.execute(
+            update(INVOICES)
+            .where(INVOICES.c.id == bindparam("b_id"))
+            .values(number=bindparam("b_number"), parent_invoice_id=bindparam("b_parent")),
+            [
+                {
+                    "b_id": invoice_ids[draft.account_id],
+                    "b_number": rules.invoice_number(invoice_ids[draft.account_id]),
+                    "b_parent": links[draft.account_id],
+                }
+                for draft in drafts
+            ],
+        )
+    return links
+
+
+async def _file_debits(
+    uow: UnitOfWork,
+    waiting: Sequence[WaitingDebit],
+    lines: Sequence[DebitLine],
+    invoice_ids: dict[int, int],
+    actor: str,
+) -> dict[int, list[int]]:
+    """File the waiting debits on their account's new invoice and write the new ones
+    already filed; returns every invoiced debit's id by account, oldest first."""
+    session = uow.session
+    by_account: dict[int, list[int]] = defaultdict(list)
+    for debit in waiting:
+        by_account[debit.account_id].append(debit.id)
+    if waiting:
+        await session.execute(
+            update(TRANSACTIONS)
+            .where(TRANSACTIONS.c.id == bindparam("b_id"))
+            .values(invoice_id=bindparam("b_invoice")),
+            [{"b_id": d.id, "b_invoice": invoice_ids[d.account_id]} for d in waiting],
+        )
+    if lines:
+        created_at = now()
+        await session.execute(
+            insert(TRANSACTIONS),
+            [
+                {
+                    **line._asdict(),
+                    "type": TransactionType.DEBIT.value,
+                    "invoice_id": invoice_ids[line.account_id],
+                    "reversed": False,
+                    "created_at": created_at,
+                    "created_by": actor,
+                }
+                for line in lines
+            ],
+        )
+        filed = await session.execute(
+            select(TRANSACTIONS.c.id, TRANSACTIONS.c.account_id)
+            .where(
+                TRANSACTIONS.c.invoice_id.in_(list(invoice_ids.values())),
+                TRANSACTIONS.c.type == TransactionType.DEBIT.value,
+            )
+            .order_by(TRANSACTIONS.c.id)
+        )
+        by_account.clear()  # the waiting ones are among what is filed now
+        for debit_id, account_id in filed.all():
+            by_account[account_id].append(debit_id)
+    return by_account
+
+
+async def _apply_waiting_credits(
+    uow: UnitOfWork, drafts: Sequence[InvoicePlan], invoice_ids: dict[int, int]
+) -> None:
+    """Credits waiting on the payers go onto the new invoices (rare: one query finds them)."""
+    payers = {draft.bill_to_account_id for draft in drafts}
+    if not payers:
+        return
+    with_credit = set(
+        (
+            await uow.session.scalars(
+                select(TRANSACTIONS.c.account_id)
+                .distinct()
+                .where(
+                    TRANSACTIONS.c.account_id.in_(payers),
+                    TRANSACTIONS.c.type.in_([t.value for t in rules.CREDIT_TYPES]),
+                    TRANSACTIONS.c.reversed.is_(False),
+                    TRANSACTIONS.c.invoice_id.is_(None),
+                )
+            )
+        ).all()
+    )
+    for draft in drafts:
+        if draft.bill_to_account_id in with_credit:
+            invoice = await uow.session.get_one(Invoice, invoice_ids[draft.account_id])
+            await ledger.apply_available_credits(uow, draft.bill_to_account_id, only=invoice)
 
 
 async def run_billing(
