@@ -105,6 +105,8 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
 
 
 async def _load_batch(uow: UnitOfWork, ids: Sequence[int], period: rules.Period) -> _Batch:
+    """The facts the plan needs, in five queries: the accounts still to bill (locked on
+    PostgreSQL), their recurring services, their waiting debits and which parents exist."""
     session = uow.session
     statement = select(
         ACCOUNTS.c.id,
