@@ -9,7 +9,7 @@ from backhaul_kit.runtime import ServiceRuntime
 from billing.config import BillingSettings, get_settings
 from billing.entrypoints import consumers, timers
 from billing.entrypoints.api.routes import router
-from billing.service_layer.handlers import announce_services
+from billing.service_layer.catalogue import announce_services
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backhaul_contracts import Envelope
-from backhaul_contracts.common import StatusRef
+from backhaul_contracts.common import ServiceKind, StatusRef
 from backhaul_contracts.events.accounts import AccountCreated
 from backhaul_kit.errors import DomainError
 from backhaul_kit.messaging.consumer import Record
@@ -26,7 +26,20 @@ from billing.bootstrap import bootstrap
 from billing.config import BillingSettings
 from billing.domain.money import from_cents
 from billing.domain.rules import PaymentMethod
-from billing.service_layer import handlers, ledger, queries
+from billing.service_layer import ledger, queries
+from billing.service_layer.catalogue import NewService, create_service
+from billing.service_layer.invoices import (
+    apply_credits,
+    create_manual_invoice,
+    edit_invoice,
+    void_invoice,
+)
+from billing.service_layer.transactions import (
+    add_discount,
+    add_one_time_debit,
+    receive_payment,
+    reverse_transaction,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,33 +85,31 @@ async def _scenario(runtime, account_id: int, service_id: int, ops) -> None:
 async def _apply(uow, account_id: int, service_id: int, op) -> None:
     kind = op[0]
     if kind == "charge":
-        await handlers.add_one_time_debit(
+        await add_one_time_debit(
             uow, account_id, service_id, quantity=op[2], amount=op[1], actor="p"
         )
     elif kind == "discount":
-        await handlers.add_discount(uow, account_id, op[1], "goodwill", actor="p")
+        await add_discount(uow, account_id, op[1], "goodwill", actor="p")
     elif kind == "pay":
-        await handlers.receive_payment(uow, account_id, op[1], PaymentMethod.CASH, actor="p")
+        await receive_payment(uow, account_id, op[1], PaymentMethod.CASH, actor="p")
     elif kind == "invoice":
-        await handlers.create_manual_invoice(uow, account_id, actor="p")
+        await create_manual_invoice(uow, account_id, actor="p")
     elif kind == "reverse":
         views = await queries.list_transactions(uow, account_id)
         if views:
             target = views[op[1] % len(views)].transaction
-            await handlers.reverse_transaction(uow, target.id, actor="p")
+            await reverse_transaction(uow, target.id, actor="p")
     else:
         invoices = await queries.list_invoices(uow, account_id)
         if not invoices:
             return
         invoice = invoices[op[1] % len(invoices)].invoice
         if kind == "void":
-            await handlers.void_invoice(uow, invoice.id, actor="p")
+            await void_invoice(uow, invoice.id, actor="p")
         elif kind == "freeze":
-            await handlers.edit_invoice(
-                uow, invoice.id, frozen=op[2], message=None, message_given=False
-            )
+            await edit_invoice(uow, invoice.id, frozen=op[2], message=None, message_given=False)
         else:
-            await handlers.apply_credits(uow, invoice.id, None, actor="p")
+            await apply_credits(uow, invoice.id, None, actor="p")
 
 
 async def _check(uow, account_id: int) -> None:
@@ -127,11 +138,9 @@ def test_balances_always_reconcile(tmp_path):
     runtime.migrate()
 
     async def catalogue() -> int:
-        service = await handlers.create_service(
+        service = await create_service(
             runtime.uow(),
-            handlers.NewService(
-                name="Install", kind=handlers.ServiceKind.ONE_TIME, price=Decimal("10.00")
-            ),
+            NewService(name="Install", kind=ServiceKind.ONE_TIME, price=Decimal("10.00")),
         )
         return service.id
 

@@ -151,8 +151,8 @@ async def test_add_data_service_debits_and_publishes_with_speeds(
     assert added_event.subject == "42"
 
 
-async def test_second_data_service_is_409_and_changes_nothing(service):
-    runtime, client = service
+async def test_second_data_service_is_409_and_changes_nothing(local_service):
+    runtime, client = local_service
     await known_account(runtime, 43)
     fibre = await new_service(client, FIBRE)
     vacation = await new_service(client, VACATION)
@@ -169,8 +169,8 @@ async def test_second_data_service_is_409_and_changes_nothing(service):
     assert len((await client.get("/accounts/43/services")).json()) == 1
 
 
-async def test_lead_accounts_are_not_billed_until_activated(service):
-    runtime, client = service
+async def test_lead_accounts_are_not_billed_until_activated(local_service):
+    runtime, client = local_service
     await known_account(runtime, 44, status=LEAD)
     fibre = await new_service(client, FIBRE)
     await client.post("/accounts/44/services", json={"service_id": fibre["id"], "prorates": False})
@@ -230,8 +230,8 @@ async def test_final_invoice_once_per_disconnection(service, settings, kafka_boo
     assert issued[0].payload["proration"] == "none"
 
 
-async def test_final_invoice_with_no_debits_is_zero(service):
-    runtime, client = service
+async def test_final_invoice_with_no_debits_is_zero(local_service):
+    runtime, client = local_service
     await known_account(runtime, 46)
     record = Record(topic="accounts.events.v1", value=_envelope(disconnected(46), 46).to_bytes())
     assert await runtime.consumer.process(record) is Outcome.HANDLED
@@ -239,8 +239,8 @@ async def test_final_invoice_with_no_debits_is_zero(service):
     assert invoice["final"] is True and invoice["total"] == "0.00"
 
 
-async def test_final_invoice_credits_the_unused_part_when_asked(service):
-    runtime, client = service
+async def test_final_invoice_credits_the_unused_part_when_asked(local_service):
+    runtime, client = local_service
     await known_account(runtime, 47)
     fibre = await new_service(client, FIBRE)
     added = (
@@ -310,8 +310,8 @@ async def test_scheduler_commands_are_answered(service, settings, kafka_bootstra
     assert [s["service"]["name"] for s in services] == ["Vacation 1M"]
 
 
-async def test_settings_and_bad_input(service):
-    runtime, client = service
+async def test_settings_and_bad_input(local_service):
+    runtime, client = local_service
     assert (await client.get("/settings")).json()["final_invoice_proration"] == "credit_unused"
     changed = await client.put("/settings", json={"final_invoice_proration": "none"})
     assert changed.status_code == 200 and changed.json()["final_invoice_proration"] == "none"
@@ -329,8 +329,8 @@ async def test_settings_and_bad_input(service):
     assert unknown.status_code == 404 and "service 999" in unknown.json()["message"]
 
 
-async def test_final_invoice_with_proration_shows_the_unused_credit_as_a_line(service):
-    runtime, client = service
+async def test_final_invoice_with_proration_shows_the_unused_credit_as_a_line(local_service):
+    runtime, client = local_service
     await known_account(runtime, 50, billing_day=1)
     fibre = await new_service(client, FIBRE)
     await client.put("/settings", json={"final_invoice_proration": "credit_unused"})
@@ -350,8 +350,8 @@ async def test_final_invoice_with_proration_shows_the_unused_credit_as_a_line(se
     assert Decimal(balance["total_balance"]) == Decimal(invoice["total"])
 
 
-async def test_disconnect_of_an_account_billing_never_heard_of_still_completes(service):
-    runtime, client = service
+async def test_disconnect_of_an_account_billing_never_heard_of_still_completes(local_service):
+    runtime, client = local_service
     record = Record(topic="accounts.events.v1", value=_envelope(disconnected(51), 51).to_bytes())
     assert await runtime.consumer.process(record) is Outcome.HANDLED
     [invoice] = (await client.get("/accounts/51/invoices")).json()

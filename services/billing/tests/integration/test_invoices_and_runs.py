@@ -121,8 +121,8 @@ async def test_leap_year_activation_is_prorated_and_the_run_bills_the_next_perio
     ] == [True, False]
 
 
-async def test_run_skips_non_activating_accounts_and_other_billing_days(service):
-    runtime, client = service
+async def test_run_skips_non_activating_accounts_and_other_billing_days(local_service):
+    runtime, client = local_service
     tv = await post(client, "/services", TV)
     await account(runtime, 61, status=LEAD, billing_day=1)
     await account(runtime, 62, billing_day=2)
@@ -133,8 +133,8 @@ async def test_run_skips_non_activating_accounts_and_other_billing_days(service)
     assert (await client.get("/accounts/61/invoices")).json() == []
 
 
-async def test_parent_pays_the_childs_recurring_invoice(service):
-    runtime, client = service
+async def test_parent_pays_the_childs_recurring_invoice(local_service):
+    runtime, client = local_service
     tv = await post(client, "/services", TV)
     await account(runtime, 70, status=LEAD, billing_day=1)
     await account(runtime, 71, status=LEAD, billing_day=1, parent_account_id=70)
@@ -158,8 +158,8 @@ async def test_parent_pays_the_childs_recurring_invoice(service):
     assert (await client.get(f"/invoices/{child_invoice['id']}")).json()["state"] == "paid"
 
 
-async def test_void_reverses_debits_and_frees_payments(service):
-    runtime, client = service
+async def test_void_reverses_debits_and_frees_payments(local_service):
+    runtime, client = local_service
     invoice = await charged_invoice(runtime, client, 80)
     await post(client, "/accounts/80/payments", {"amount": "4.00", "method": "cash"})
     assert (await client.get(f"/invoices/{invoice['id']}")).json()["remaining"] == "6.00"
@@ -181,8 +181,8 @@ async def test_void_reverses_debits_and_frees_payments(service):
     assert pay_void.status_code == 409 and "void" in pay_void.json()["message"]
 
 
-async def test_frozen_invoice_gets_no_payments_and_cannot_change(service):
-    runtime, client = service
+async def test_frozen_invoice_gets_no_payments_and_cannot_change(local_service):
+    runtime, client = local_service
     invoice = await charged_invoice(runtime, client, 81)
     frozen = (await client.patch(f"/invoices/{invoice['id']}", json={"frozen": True})).json()
     assert frozen["frozen"] is True
@@ -208,8 +208,8 @@ async def test_frozen_invoice_gets_no_payments_and_cannot_change(service):
     assert edited.status_code == 200 and edited.json()["description"] == "TV, March"
 
 
-async def test_apply_credits_reverse_debit_and_delete(service):
-    runtime, client = service
+async def test_apply_credits_reverse_debit_and_delete(local_service):
+    runtime, client = local_service
     invoice = await charged_invoice(runtime, client, 82)
     await client.patch(f"/invoices/{invoice['id']}", json={"frozen": True})
     await post(client, "/accounts/82/discounts", {"amount": "3.00", "description": "sorry"})
@@ -236,8 +236,8 @@ async def test_apply_credits_reverse_debit_and_delete(service):
     assert balance["uninvoiced_debits"] == "10.00" and balance["balance_due"] == "0.00"
 
 
-async def test_payment_reversal_reopens_the_invoice(service):
-    runtime, client = service
+async def test_payment_reversal_reopens_the_invoice(local_service):
+    runtime, client = local_service
     invoice = await charged_invoice(runtime, client, 84)
     payment = await post(
         client,
@@ -251,8 +251,8 @@ async def test_payment_reversal_reopens_the_invoice(service):
     assert (await client.get("/accounts/84/balance")).json()["total_balance"] == "10.00"
 
 
-async def test_card_numbers_are_refused_and_bad_amounts_change_nothing(service):
-    runtime, client = service
+async def test_card_numbers_are_refused_and_bad_amounts_change_nothing(local_service):
+    runtime, client = local_service
     await account(runtime, 85)
     card = await client.post(
         "/accounts/85/payments",
@@ -269,8 +269,8 @@ async def test_card_numbers_are_refused_and_bad_amounts_change_nothing(service):
     assert (await client.get("/accounts/85/transactions")).json() == []
 
 
-async def test_taxes_packages_and_next_recurring_charge(service):
-    runtime, client = service
+async def test_taxes_packages_and_next_recurring_charge(local_service):
+    runtime, client = local_service
     taxed = await post(client, "/services", {**TV, "name": "Taxed TV", "tax_rate": "8.25"})
     phone = await post(
         client, "/services", {"name": "Phone", "kind": "recurring", "price": "20.00"}
@@ -305,13 +305,13 @@ async def test_taxes_packages_and_next_recurring_charge(service):
     assert (debit["amount"], debit["tax"], debit["total"]) == ("10.00", "1.00", "11.00")
 
 
-async def test_vacation_swap_charges_each_data_service_for_its_days(service):
+async def test_vacation_swap_charges_each_data_service_for_its_days(local_service):
     """Seed 002: leave on Apr 10, back on Apr 25 (April has 30 days, billing day 1)."""
     from datetime import date
 
-    from billing.service_layer import handlers, queries
+    from billing.service_layer import account_services, queries
 
-    runtime, client = service
+    runtime, client = local_service
     fibre = await post(client, "/services", {**INTERNET, "name": "Fibre", "price": "30.00"})
     vacation = await post(
         client,
@@ -326,15 +326,21 @@ async def test_vacation_swap_charges_each_data_service_for_its_days(service):
     )
     await account(runtime, 90, billing_day=1)
     uow = runtime.uow()
-    first = await handlers.add_account_service(
+    first = await account_services.add_account_service(
         uow, 90, fibre["id"], actor="t", day=date(2026, 4, 1)
     )
-    await handlers.remove_account_service(uow, 90, first.id, actor="t", day=date(2026, 4, 10))
-    away = await handlers.add_account_service(
+    await account_services.remove_account_service(
+        uow, 90, first.id, actor="t", day=date(2026, 4, 10)
+    )
+    away = await account_services.add_account_service(
         uow, 90, vacation["id"], actor="t", day=date(2026, 4, 10)
     )
-    await handlers.remove_account_service(uow, 90, away.id, actor="t", day=date(2026, 4, 25))
-    await handlers.add_account_service(uow, 90, fibre["id"], actor="t", day=date(2026, 4, 25))
+    await account_services.remove_account_service(
+        uow, 90, away.id, actor="t", day=date(2026, 4, 25)
+    )
+    await account_services.add_account_service(
+        uow, 90, fibre["id"], actor="t", day=date(2026, 4, 25)
+    )
 
     ledger = [
         (v.transaction.type, str(v.transaction.amount))
@@ -350,8 +356,8 @@ async def test_vacation_swap_charges_each_data_service_for_its_days(service):
     assert (await client.get("/accounts/90/balance")).json()["total_balance"] == "19.20"
 
 
-async def test_a_child_invoice_can_be_unlinked_and_linked_again(service):
-    runtime, client = service
+async def test_a_child_invoice_can_be_unlinked_and_linked_again(local_service):
+    runtime, client = local_service
     tv = await post(client, "/services", {**TV, "name": "Kids TV"})
     await account(runtime, 91, status=LEAD, billing_day=1)
     await account(runtime, 92, status=LEAD, billing_day=1, parent_account_id=91)
@@ -388,12 +394,14 @@ async def test_a_child_invoice_can_be_unlinked_and_linked_again(service):
     assert wrong.status_code == 409 and "not a child" in wrong.json()["message"]
 
 
-async def test_voiding_an_invoice_whose_debit_was_reversed_earlier_keeps_balances_whole(service):
+async def test_voiding_an_invoice_whose_debit_was_reversed_earlier_keeps_balances_whole(
+    local_service,
+):
     """Found by the balances property: a debit reversed after its invoice was paid leaves
     its reversal as credit, which pays the next invoice. Voiding the first invoice then
     brings that reversal back to it and lets the freed payment pay the second, so the
     credit is never counted twice."""
-    runtime, client = service
+    runtime, client = local_service
     install = await post(
         client, "/services", {"name": "Setup 86", "kind": "one_time", "price": "5.00"}
     )
@@ -416,8 +424,8 @@ async def test_voiding_an_invoice_whose_debit_was_reversed_earlier_keeps_balance
     assert balance["available_credits"] == "0.00"
 
 
-async def test_void_refuses_to_take_a_reversal_back_off_a_frozen_invoice(service):
-    runtime, client = service
+async def test_void_refuses_to_take_a_reversal_back_off_a_frozen_invoice(local_service):
+    runtime, client = local_service
     install = await post(
         client, "/services", {"name": "Setup 87", "kind": "one_time", "price": "5.00"}
     )

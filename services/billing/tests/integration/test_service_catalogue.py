@@ -11,7 +11,7 @@ from backhaul_contracts.topics import BILLING_EVENTS
 from backhaul_kit.messaging.tables import outbox_messages
 from backhaul_kit.testing import eventually, read_events
 from billing.adapters.tables import Setting
-from billing.service_layer import handlers
+from billing.service_layer import catalogue
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ async def defined(runtime) -> list[Envelope]:
 
 async def announced(runtime) -> None:
     async with runtime.uow() as uow:
-        assert await uow.session.get(Setting, handlers.CATALOGUE_ANNOUNCED_SETTING) is not None
+        assert await uow.session.get(Setting, catalogue.CATALOGUE_ANNOUNCED_SETTING) is not None
 
 
 async def test_a_new_service_is_published_with_everything_a_replica_needs(
@@ -67,8 +67,8 @@ async def test_a_new_service_is_published_with_everything_a_replica_needs(
     }
 
 
-async def test_a_refused_service_publishes_nothing(service):
-    runtime, client = service
+async def test_a_refused_service_publishes_nothing(local_service):
+    runtime, client = local_service
     assert (await client.post("/services", json=FIBRE)).status_code == 201
     again = await client.post("/services", json=FIBRE)
     assert again.status_code == 409
@@ -87,10 +87,10 @@ async def test_services_older_than_the_catalogue_events_are_announced_once(servi
     # As if this database had been written by a version without the announcement.
     async with runtime.uow() as uow:
         await uow.session.delete(
-            await uow.session.get(Setting, handlers.CATALOGUE_ANNOUNCED_SETTING)
+            await uow.session.get(Setting, catalogue.CATALOGUE_ANNOUNCED_SETTING)
         )
 
-    assert await handlers.announce_services(runtime.uow()) == 2
+    assert await catalogue.announce_services(runtime.uow()) == 2
     assert [e.payload["name"] for e in await defined(runtime)] == ["TV", "Phone", "TV", "Phone"]
-    assert await handlers.announce_services(runtime.uow()) == 0  # once per database
+    assert await catalogue.announce_services(runtime.uow()) == 0  # once per database
     assert len(await defined(runtime)) == 4

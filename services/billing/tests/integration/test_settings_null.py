@@ -5,8 +5,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-async def test_a_null_setting_is_refused_and_settings_stay_readable(service):
-    _, client = service
+async def test_a_null_setting_is_refused_and_settings_stay_readable(local_service):
+    _, client = local_service
     for field in ("final_invoice_proration", "invoice_due_days", "delinquency_grace_days"):
         refused = await client.put("/settings", json={field: None})
         assert refused.status_code == 422, refused.text

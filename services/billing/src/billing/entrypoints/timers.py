@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from backhaul_kit.clock import now
 from backhaul_kit.runtime import ServiceRuntime
 from billing.config import BillingSettings
 from billing.service_layer import billing_runs
@@ -29,8 +30,8 @@ async def run_daily_billing(runtime: ServiceRuntime) -> None:
     if hour is None:
         return
     while True:
-        wake = next_run(datetime.now(UTC), hour)
-        await asyncio.sleep((wake - datetime.now(UTC)).total_seconds())
+        wake = next_run(now(), hour)
+        await asyncio.sleep((wake - now()).total_seconds())
         try:
             await billing_runs.run_billing(runtime.uow(), wake.date(), actor="billing-timer")
         except asyncio.CancelledError:

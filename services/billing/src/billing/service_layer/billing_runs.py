@@ -12,16 +12,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import cast
 
 import structlog
-from sqlalchemy import String, Table, bindparam, case, func, insert, literal, select, update
-from sqlalchemy import cast as cast_sql
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Table, bindparam, func, insert, select, update
 
 from backhaul_contracts.events import billing as events
+from backhaul_kit.clock import now
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
     AccountService,
@@ -34,9 +33,17 @@ from billing.adapters.tables import (
     Transaction,
 )
 from billing.domain import rules
+from billing.domain.billing_plan import (
+    AccountFacts,
+    DebitLine,
+    InvoicePlan,
+    PeriodPlan,
+    RecurringService,
+    WaitingDebit,
+    plan_period,
+)
 from billing.domain.rules import ZERO, TransactionType
 from billing.service_layer import ledger
-from billing.service_layer.ledger import now
 
 log = structlog.get_logger(__name__)
 
@@ -60,20 +67,6 @@ class _RunContext:
     totals: dict[str, Decimal] = field(default_factory=dict)
 
 
-def _line(
-    price: Decimal, quantity: int, billed_through: date | None, period: rules.Period
-) -> tuple[date, Decimal] | None:
-    """What a recurring service owes for the period: (first day charged, amount)."""
-    if billed_through is not None and billed_through >= period.end:
-        return None
-    start = (
-        period.start
-        if billed_through is None or billed_through < period.start
-        else billed_through + timedelta(days=1)
-    )
-    return start, rules.prorate(price * quantity, period, start, period.end)
-
-
 ACCOUNTS = cast(Table, BillingAccount.__table__)
 SERVICES = cast(Table, AccountService.__table__)
 TRANSACTIONS = cast(Table, Transaction.__table__)
@@ -81,22 +74,40 @@ INVOICES = cast(Table, Invoice.__table__)
 BILLED = cast(Table, BilledPeriod.__table__)
 
 
-def _number_sql(uow: UnitOfWork) -> ColumnElement[str]:
-    """`rules.invoice_number` as SQL, so a batch is numbered by one UPDATE."""
-    if uow.db.is_sqlite:
-        return func.printf("INV-%06d", INVOICES.c.id)
-    text_id = cast_sql(INVOICES.c.id, String)
-    return case(
-        (INVOICES.c.id < 1_000_000, literal("INV-") + func.lpad(text_id, 6, "0")),
-        else_=literal("INV-") + text_id,
-    )
+@dataclass(frozen=True)
+class _Batch:
+    """What a batch's plan is made from, as loaded."""
+
+    accounts: list[AccountFacts]  # still to bill: activating, connected, not yet billed
+    services: list[RecurringService]
+    waiting: list[WaitingDebit]
+    known_parents: set[int]
 
 
 async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> None:
-    """Bill one batch of accounts in the open transaction, with Core statements (no ORM
-    objects: at 100,000 accounts their bookkeeping would cost more than the SQL)."""
+    """Bill one batch of accounts in the open transaction: load, plan (no I/O), write. Core
+    statements, no ORM objects: at 100,000 accounts their bookkeeping would cost more than
+    the SQL."""
+    batch = await _load_batch(uow, ids, run.period)
+    run.skipped += len(ids) - len(batch.accounts)
+    if not batch.accounts:
+        return
+    plan = plan_period(
+        run.period,
+        batch.accounts,
+        batch.services,
+        batch.waiting,
+        known_parents=batch.known_parents,
+        default_tax_rate=run.default_tax_rate,
+        due_days=run.due_days,
+    )
+    await _write_batch(uow, batch, plan, run)
+
+
+async def _load_batch(uow: UnitOfWork, ids: Sequence[int], period: rules.Period) -> _Batch:
+    """The facts the plan needs, in five queries: the accounts still to bill (locked on
+    PostgreSQL), their recurring services, their waiting debits and which parents exist."""
     session = uow.session
-    period = run.period
     statement = select(
         ACCOUNTS.c.id,
         ACCOUNTS.c.activates,
@@ -108,7 +119,7 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
     ).where(ACCOUNTS.c.id.in_(ids))
     if not uow.db.is_sqlite:
         statement = statement.with_for_update()  # serialises with additions and payments
-    accounts = {row.id: row for row in (await session.execute(statement)).all()}
+    rows = {row.id: row for row in (await session.execute(statement)).all()}
     already = set(
         (
             await session.scalars(
@@ -119,29 +130,24 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
         ).all()
     )
     # Status may have changed since the run listed the accounts: bill only what still is.
-    todo = [
-        accounts[i]
-        for i in ids
-        if i in accounts
-        and i not in already
-        and accounts[i].activates
-        and accounts[i].disconnected_at is None
+    accounts = [
+        AccountFacts(r.id, r.parent_id, r.tax_exempt, r.tax_rate, r.currency)
+        for r in (rows[i] for i in ids if i in rows and i not in already)
+        if r.activates and r.disconnected_at is None
     ]
-    run.skipped += len(ids) - len(todo)
-    if not todo:
-        return
-    todo_ids = [a.id for a in todo]
-
-    # Recurring debits for the period.
-    services = (
-        await session.execute(
+    if not accounts:
+        return _Batch(accounts, [], [], set())
+    todo_ids = [a.id for a in accounts]
+    services = [
+        RecurringService(*row)
+        for row in await session.execute(
             select(
                 SERVICES.c.id,
                 SERVICES.c.account_id,
                 SERVICES.c.price,
                 SERVICES.c.quantity,
                 SERVICES.c.billed_through,
-                Service.id.label("service_id"),
+                Service.id,
                 Service.name,
                 Service.tax_rate,
                 Service.currency,
@@ -154,51 +160,11 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             )
             .order_by(SERVICES.c.id)
         )
-    ).all()
-    debits: list[dict[str, object]] = []
-    billed_services: list[int] = []
-    created_at = now()
-    for row in services:
-        owed = _line(row.price, row.quantity, row.billed_through, period)
-        if owed is None:
-            continue
-        start, amount = owed
-        billed_services.append(row.id)
-        if amount <= 0:
-            continue
-        account = accounts[row.account_id]
-        rate = rules.applicable_rate(
-            row.tax_rate, account.tax_rate, run.default_tax_rate, tax_exempt=account.tax_exempt
-        )
-        debits.append(
-            {
-                "account_id": account.id,
-                "type": TransactionType.DEBIT.value,
-                "amount": amount,
-                "tax": rules.tax_on(amount, rate),
-                "tax_rate": rate,
-                "currency": row.currency,
-                "description": f"{row.name} x{row.quantity} {start} to {period.end}",
-                "service_id": row.service_id,
-                "account_service_id": row.id,
-                "quantity": row.quantity,
-                "period_start": start,
-                "period_end": period.end,
-                "invoice_id": None,
-                "reversed": False,
-                "created_at": created_at,
-                "created_by": run.actor,
-            }
-        )
-    if billed_services:
-        await session.execute(
-            update(SERVICES)
-            .where(SERVICES.c.id.in_(billed_services))
-            .values(billed_through=period.end)
-        )
+    ]
     # Debits already waiting (e.g. a service added mid-period) go on the invoice too.
-    earlier = (
-        await session.execute(
+    waiting = [
+        WaitingDebit(*row)
+        for row in await session.execute(
             select(
                 TRANSACTIONS.c.id,
                 TRANSACTIONS.c.account_id,
@@ -212,16 +178,8 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
             )
             .order_by(TRANSACTIONS.c.id)
         )
-    ).all()
-    amounts: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    for _, account_id, amount, tax in earlier:
-        amounts[account_id] += amount + tax
-    for debit in debits:
-        amounts[debit["account_id"]] += debit["amount"] + debit["tax"]  # type: ignore[index,operator]
-    by_account: dict[int, list[int]] = defaultdict(list)
-
-    invoiced = [a for a in todo if a.id in amounts]
-    parent_ids = {a.parent_id for a in invoiced if a.parent_id is not None}
+    ]
+    parent_ids = {a.parent_id for a in accounts if a.parent_id is not None}
     known_parents = (
         set(
             (
@@ -231,107 +189,24 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
         if parent_ids
         else set()
     )
-    payer = {a.id: a.parent_id if a.parent_id in known_parents else a.id for a in invoiced}
-    totals = {a.id: amounts[a.id] for a in invoiced}
-    issued_at = now()
-    due_date = period.start + timedelta(days=run.due_days)
-    invoice_ids: dict[int, int] = {}
-    if invoiced:
-        # No RETURNING: on SQLite, ordered RETURNING would insert one row per statement.
-        await session.execute(
-            insert(INVOICES),
-            [
-                {
-                    "account_id": a.id,
-                    "bill_to_account_id": payer[a.id],
-                    "parent_invoice_id": None,
-                    "number": None,
-                    "issued_at": issued_at,
-                    "invoice_date": period.start,
-                    "due_date": due_date,
-                    "period_start": period.start,
-                    "period_end": period.end,
-                    "currency": a.currency,
-                    "total": totals[a.id],
-                    "final": False,
-                    "manual": False,
-                    "frozen": False,
-                    "void": False,
-                    "delinquent": False,
-                    "billing_run_id": run.run_id,
-                }
-                for a in invoiced
-            ],
-        )
-        created = await session.execute(
-            select(INVOICES.c.id, INVOICES.c.account_id).where(
-                INVOICES.c.account_id.in_([a.id for a in invoiced]),
-                INVOICES.c.billing_run_id == run.run_id,
-            )
-        )
-        invoice_ids = {account_id: invoice_id for invoice_id, account_id in created.all()}
+    return _Batch(accounts, services, waiting, known_parents)
 
-    # A child's invoice is linked to its parent's invoice of the same period.
-    parents_elsewhere = [p for p in known_parents if p not in invoice_ids]
-    parent_invoices = dict(invoice_ids)
-    if parents_elsewhere:
-        for parent_id, invoice_id in (
-            await session.execute(
-                select(BILLED.c.account_id, BILLED.c.invoice_id).where(
-                    BILLED.c.account_id.in_(parents_elsewhere),
-                    BILLED.c.period_start == period.start,
-                )
-            )
-        ).all():
-            if invoice_id is not None:
-                parent_invoices[parent_id] = invoice_id
-    links = {
-        a.id: parent_invoices.get(a.parent_id) if a.parent_id in known_parents else None
-        for a in invoiced
-    }
-    if invoiced:
-        # Set-based: one statement numbers the batch's invoices.
-        batch_invoices = INVOICES.c.id.in_([invoice_ids[a.id] for a in invoiced])
+
+async def _write_batch(uow: UnitOfWork, batch: _Batch, plan: PeriodPlan, run: _RunContext) -> None:
+    """Write a batch's plan with a handful of set-based statements, mark every account of
+    the batch billed for the period, apply waiting credits, and stage InvoiceIssued."""
+    session = uow.session
+    period = run.period
+    if plan.billed_services:
         await session.execute(
-            update(INVOICES).where(batch_invoices).values(number=_number_sql(uow))
+            update(SERVICES)
+            .where(SERVICES.c.id.in_(plan.billed_services))
+            .values(billed_through=period.end)
         )
-        children = [
-            {"b_id": invoice_ids[a.id], "b_parent": links[a.id]}
-            for a in invoiced
-            if links[a.id] is not None
-        ]
-        if children:
-            await session.execute(
-                update(INVOICES)
-                .where(INVOICES.c.id == bindparam("b_id"))
-                .values(parent_invoice_id=bindparam("b_parent")),
-                children,
-            )
-    # The new debits are written already filed on their invoice; earlier ones are filed.
-    for debit in debits:
-        debit["invoice_id"] = invoice_ids[debit["account_id"]]  # type: ignore[index]
-    for debit_id, account_id, _, _ in earlier:
-        by_account[account_id].append(debit_id)
-    if earlier:
-        await session.execute(
-            update(TRANSACTIONS)
-            .where(TRANSACTIONS.c.id == bindparam("b_id"))
-            .values(invoice_id=bindparam("b_invoice")),
-            [{"b_id": d, "b_invoice": invoice_ids[a]} for d, a, _, _ in earlier],
-        )
-    if debits:
-        await session.execute(insert(TRANSACTIONS), debits)
-        filed = await session.execute(
-            select(TRANSACTIONS.c.id, TRANSACTIONS.c.account_id)
-            .where(
-                TRANSACTIONS.c.invoice_id.in_(list(invoice_ids.values())),
-                TRANSACTIONS.c.type == TransactionType.DEBIT.value,
-            )
-            .order_by(TRANSACTIONS.c.id)
-        )
-        by_account.clear()  # the earlier ones are among what is filed now
-        for debit_id, account_id in filed.all():
-            by_account[account_id].append(debit_id)
+    issued_at = now()
+    invoice_ids = await _insert_invoices(uow, plan.invoices, issued_at, run)
+    links = await _number_and_link(uow, plan.invoices, invoice_ids, batch.known_parents, period)
+    debit_ids = await _file_debits(uow, batch.waiting, plan.lines, invoice_ids, run.actor)
     await session.execute(
         insert(BILLED),
         [
@@ -341,61 +216,200 @@ async def _bill_batch(uow: UnitOfWork, ids: Sequence[int], run: _RunContext) -> 
                 "billing_run_id": run.run_id,
                 "invoice_id": invoice_ids.get(a.id),
             }
-            for a in todo
+            for a in batch.accounts
         ],
     )
-
-    # Credits waiting on the payers go onto the new invoices (rare: one query finds them).
-    payers = set(payer.values())
-    with_credit = (
-        set(
-            (
-                await session.scalars(
-                    select(TRANSACTIONS.c.account_id)
-                    .distinct()
-                    .where(
-                        TRANSACTIONS.c.account_id.in_(payers),
-                        TRANSACTIONS.c.type.in_([t.value for t in rules.CREDIT_TYPES]),
-                        TRANSACTIONS.c.reversed.is_(False),
-                        TRANSACTIONS.c.invoice_id.is_(None),
-                    )
-                )
-            ).all()
-        )
-        if payers
-        else set()
-    )
-    for a in invoiced:
-        if payer[a.id] in with_credit:
-            invoice = await session.get_one(Invoice, invoice_ids[a.id])
-            await ledger.apply_available_credits(uow, payer[a.id], only=invoice)
-
+    await _apply_waiting_credits(uow, plan.invoices, invoice_ids)
     await uow.emit_many(
         [
             (
                 events.InvoiceIssued(
-                    account_id=a.id,
-                    invoice_id=invoice_ids[a.id],
-                    number=rules.invoice_number(invoice_ids[a.id]),
-                    total=totals[a.id],
-                    currency=a.currency,
+                    account_id=draft.account_id,
+                    invoice_id=invoice_ids[draft.account_id],
+                    number=rules.invoice_number(invoice_ids[draft.account_id]),
+                    total=draft.total,
+                    currency=draft.currency,
                     issued_at=issued_at,
-                    due_date=due_date,
+                    due_date=draft.due_date,
                     period_start=period.start,
                     period_end=period.end,
-                    debit_ids=by_account[a.id],
-                    bill_to_account_id=payer[a.id],
-                    parent_invoice_id=links[a.id],
+                    debit_ids=debit_ids[draft.account_id],
+                    bill_to_account_id=draft.bill_to_account_id,
+                    parent_invoice_id=links[draft.account_id],
                 ),
-                a.id,
+                draft.account_id,
             )
-            for a in invoiced
+            for draft in plan.invoices
         ],
     )
-    run.billed += len(todo)
-    run.invoices += len(invoiced)
-    for a in invoiced:
-        run.totals[a.currency] = run.totals.get(a.currency, ZERO) + totals[a.id]
+    run.billed += len(batch.accounts)
+    run.invoices += len(plan.invoices)
+    for draft in plan.invoices:
+        run.totals[draft.currency] = run.totals.get(draft.currency, ZERO) + draft.total
+
+
+async def _insert_invoices(
+    uow: UnitOfWork, drafts: Sequence[InvoicePlan], issued_at: datetime, run: _RunContext
+) -> dict[int, int]:
+    """Insert the batch's invoices (unnumbered, unlinked); returns their ids by account."""
+    if not drafts:
+        return {}
+    period = run.period
+    # No RETURNING: on SQLite, ordered RETURNING would insert one row per statement.
+    await uow.session.execute(
+        insert(INVOICES),
+        [
+            {
+                "account_id": draft.account_id,
+                "bill_to_account_id": draft.bill_to_account_id,
+                "parent_invoice_id": None,
+                "number": None,
+                "issued_at": issued_at,
+                "invoice_date": draft.invoice_date,
+                "due_date": draft.due_date,
+                "period_start": period.start,
+                "period_end": period.end,
+                "currency": draft.currency,
+                "total": draft.total,
+                "final": False,
+                "manual": False,
+                "frozen": False,
+                "void": False,
+                "delinquent": False,
+                "billing_run_id": run.run_id,
+            }
+            for draft in drafts
+        ],
+    )
+    created = await uow.session.execute(
+        select(INVOICES.c.id, INVOICES.c.account_id).where(
+            INVOICES.c.account_id.in_([draft.account_id for draft in drafts]),
+            INVOICES.c.billing_run_id == run.run_id,
+        )
+    )
+    return {account_id: invoice_id for invoice_id, account_id in created.all()}
+
+
+async def _number_and_link(
+    uow: UnitOfWork,
+    drafts: Sequence[InvoicePlan],
+    invoice_ids: dict[int, int],
+    known_parents: set[int],
+    period: rules.Period,
+) -> dict[int, int | None]:
+    """Number the batch's invoices and link a child's to its parent's invoice of the same
+    period (in this batch or an earlier one), in one statement. Returns the links."""
+    parents_elsewhere = [p for p in known_parents if p not in invoice_ids]
+    parent_invoices = dict(invoice_ids)
+    if parents_elsewhere:
+        for parent_id, invoice_id in (
+            await uow.session.execute(
+                select(BILLED.c.account_id, BILLED.c.invoice_id).where(
+                    BILLED.c.account_id.in_(parents_elsewhere),
+                    BILLED.c.period_start == period.start,
+                )
+            )
+        ).all():
+            if invoice_id is not None:
+                parent_invoices[parent_id] = invoice_id
+    links = {
+        draft.account_id: parent_invoices.get(draft.parent_account_id)
+        if draft.parent_account_id is not None
+        else None
+        for draft in drafts
+    }
+    if drafts:
+        await uow.session.execute(
+            update(INVOICES)
+            .where(INVOICES.c.id == bindparam("b_id"))
+            .values(number=bindparam("b_number"), parent_invoice_id=bindparam("b_parent")),
+            [
+                {
+                    "b_id": invoice_ids[draft.account_id],
+                    "b_number": rules.invoice_number(invoice_ids[draft.account_id]),
+                    "b_parent": links[draft.account_id],
+                }
+                for draft in drafts
+            ],
+        )
+    return links
+
+
+async def _file_debits(
+    uow: UnitOfWork,
+    waiting: Sequence[WaitingDebit],
+    lines: Sequence[DebitLine],
+    invoice_ids: dict[int, int],
+    actor: str,
+) -> dict[int, list[int]]:
+    """File the waiting debits on their account's new invoice and write the new ones
+    already filed; returns every invoiced debit's id by account, oldest first."""
+    session = uow.session
+    by_account: dict[int, list[int]] = defaultdict(list)
+    for debit in waiting:
+        by_account[debit.account_id].append(debit.id)
+    if waiting:
+        await session.execute(
+            update(TRANSACTIONS)
+            .where(TRANSACTIONS.c.id == bindparam("b_id"))
+            .values(invoice_id=bindparam("b_invoice")),
+            [{"b_id": d.id, "b_invoice": invoice_ids[d.account_id]} for d in waiting],
+        )
+    if lines:
+        created_at = now()
+        await session.execute(
+            insert(TRANSACTIONS),
+            [
+                {
+                    **line._asdict(),
+                    "type": TransactionType.DEBIT.value,
+                    "invoice_id": invoice_ids[line.account_id],
+                    "reversed": False,
+                    "created_at": created_at,
+                    "created_by": actor,
+                }
+                for line in lines
+            ],
+        )
+        filed = await session.execute(
+            select(TRANSACTIONS.c.id, TRANSACTIONS.c.account_id)
+            .where(
+                TRANSACTIONS.c.invoice_id.in_(list(invoice_ids.values())),
+                TRANSACTIONS.c.type == TransactionType.DEBIT.value,
+            )
+            .order_by(TRANSACTIONS.c.id)
+        )
+        by_account.clear()  # the waiting ones are among what is filed now
+        for debit_id, account_id in filed.all():
+            by_account[account_id].append(debit_id)
+    return by_account
+
+
+async def _apply_waiting_credits(
+    uow: UnitOfWork, drafts: Sequence[InvoicePlan], invoice_ids: dict[int, int]
+) -> None:
+    """Credits waiting on the payers go onto the new invoices (rare: one query finds them)."""
+    payers = {draft.bill_to_account_id for draft in drafts}
+    if not payers:
+        return
+    with_credit = set(
+        (
+            await uow.session.scalars(
+                select(TRANSACTIONS.c.account_id)
+                .distinct()
+                .where(
+                    TRANSACTIONS.c.account_id.in_(payers),
+                    TRANSACTIONS.c.type.in_([t.value for t in rules.CREDIT_TYPES]),
+                    TRANSACTIONS.c.reversed.is_(False),
+                    TRANSACTIONS.c.invoice_id.is_(None),
+                )
+            )
+        ).all()
+    )
+    for draft in drafts:
+        if draft.bill_to_account_id in with_credit:
+            invoice = await uow.session.get_one(Invoice, invoice_ids[draft.account_id])
+            await ledger.apply_available_credits(uow, draft.bill_to_account_id, only=invoice)
 
 
 async def run_billing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from backhaul_contracts.common import Proration
 from backhaul_contracts.events import billing as events
+from backhaul_kit.clock import now
 from backhaul_kit.errors import Conflict, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
@@ -25,16 +26,13 @@ from billing.adapters.tables import (
     Transaction,
 )
 from billing.domain import rules
+from billing.domain.billing_plan import draft_invoice
 from billing.domain.rules import ZERO, Period, TransactionType
 
 UNKNOWN_ACCOUNT = (
     "billing does not know account {id} (yet): it learns of accounts from their "
     "AccountCreated event"
 )
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -322,21 +320,26 @@ async def issue_invoice(uow: UnitOfWork, account: BillingAccount, draft: Invoice
     """Create an invoice of the given debits (and invoice-line credits), apply the payer's
     available credits to it, and emit InvoiceIssued."""
     issued = now()
-    invoice_date = draft.invoice_date or issued.date()
-    due_days = int(await setting(uow, rules.SETTING_DUE_DAYS))
-    credit_total = sum((total_of(c) for c in draft.line_credits), ZERO)
-    total = sum((total_of(d) for d in draft.debits), ZERO) - credit_total
+    plan = draft_invoice(
+        account_id=account.id,
+        currency=account.currency,
+        invoice_date=draft.invoice_date or issued.date(),
+        due_days=int(await setting(uow, rules.SETTING_DUE_DAYS)),
+        debit_totals=(total_of(d) for d in draft.debits),
+        credit_totals=(total_of(c) for c in draft.line_credits),
+        bill_to_account_id=draft.bill_to_account_id,
+    )
     invoice = Invoice(
         account_id=account.id,
-        bill_to_account_id=draft.bill_to_account_id or account.id,
+        bill_to_account_id=plan.bill_to_account_id,
         parent_invoice_id=draft.parent_invoice_id,
         issued_at=issued,
-        invoice_date=invoice_date,
-        due_date=invoice_date + timedelta(days=due_days),
+        invoice_date=plan.invoice_date,
+        due_date=plan.due_date,
         period_start=draft.period.start if draft.period else None,
         period_end=draft.period.end if draft.period else None,
-        currency=account.currency,
-        total=total,
+        currency=plan.currency,
+        total=plan.total,
         final=draft.final,
         manual=draft.manual,
         disconnection_id=draft.disconnection_id,
@@ -365,7 +368,7 @@ async def issue_invoice(uow: UnitOfWork, account: BillingAccount, draft: Invoice
             debit_ids=[d.id for d in draft.debits],
             bill_to_account_id=invoice.bill_to_account_id,
             parent_invoice_id=invoice.parent_invoice_id,
-            credit_total=credit_total,
+            credit_total=plan.credit_total,
             proration=draft.proration,
         ),
         subject=account.id,

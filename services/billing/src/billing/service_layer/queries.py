@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from backhaul_contracts.common import ServiceKind
+from backhaul_kit.clock import now
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import (
     AccountService,
@@ -125,7 +126,7 @@ async def list_invoices(uow: UnitOfWork, account_id: int) -> list[InvoiceView]:
     async with uow:
         await ledger.get_account(uow, account_id)
         grace = int(await ledger.setting(uow, rules.SETTING_GRACE_DAYS))
-        today = ledger.now().date()
+        today = now().date()
         invoices = (
             await uow.session.scalars(
                 select(Invoice).where(Invoice.account_id == account_id).order_by(Invoice.id.desc())
@@ -138,7 +139,7 @@ async def get_invoice(uow: UnitOfWork, invoice_id: int) -> InvoiceView:
     async with uow:
         invoice = await ledger.get_invoice(uow, invoice_id)
         grace = int(await ledger.setting(uow, rules.SETTING_GRACE_DAYS))
-        return await _invoice_view(uow, invoice, ledger.now().date(), grace)
+        return await _invoice_view(uow, invoice, now().date(), grace)
 
 
 @dataclass

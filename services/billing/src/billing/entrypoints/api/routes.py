@@ -41,7 +41,15 @@ from billing.entrypoints.api.schemas import (
     SettingsOut,
     TransactionOut,
 )
-from billing.service_layer import billing_runs, handlers, queries
+from billing.service_layer import (
+    account_services,
+    billing_runs,
+    catalogue,
+    invoices,
+    queries,
+    settings,
+    transactions,
+)
 
 router = APIRouter()
 
@@ -116,7 +124,7 @@ def _account_service_out(account_service: AccountService) -> AccountServiceOut:
 @router.post("/services", response_model=ServiceOut, status_code=201, tags=["catalogue"])
 async def create_service(body: ServiceIn, uow: UnitOfWorkDep, response: Response) -> ServiceOut:
     """Add a catalogue service: recurring, data (with speeds), one-time or adjustment."""
-    service = await handlers.create_service(uow, handlers.NewService(**body.model_dump()))
+    service = await catalogue.create_service(uow, catalogue.NewService(**body.model_dump()))
     response.headers["Location"] = f"/services/{service.id}"
     return ServiceOut.model_validate(service)
 
@@ -136,8 +144,8 @@ async def get_service(service_id: int, uow: UnitOfWorkDep) -> ServiceOut:
 @router.post("/packages", response_model=PackageOut, status_code=201, tags=["catalogue"])
 async def create_package(body: PackageIn, uow: UnitOfWorkDep) -> PackageOut:
     """Add a package: services (with quantity and optional price) added together."""
-    items = [handlers.NewPackageItem(**i.model_dump()) for i in body.services]
-    return PackageOut.model_validate(await handlers.create_package(uow, body.name, items))
+    items = [catalogue.NewPackageItem(**i.model_dump()) for i in body.services]
+    return PackageOut.model_validate(await catalogue.create_package(uow, body.name, items))
 
 
 @router.get("/packages", response_model=list[PackageOut], tags=["catalogue"])
@@ -179,7 +187,7 @@ async def configure_account(
     account_id: int, body: BillingConfigurationIn, uow: UnitOfWorkDep
 ) -> BillingAccountOut:
     """Tax exemption and a tax-rate override for the account (null clears the override)."""
-    await handlers.configure_account(
+    await settings.configure_account(
         uow,
         account_id,
         tax_exempt=body.tax_exempt,
@@ -201,7 +209,7 @@ async def add_account_service(
     """Add a recurring or data service; its charge for the current period is debited
     (prorated from today) when the account's status activates it. A second data service is a
     409: remove the existing one first."""
-    added = await handlers.add_account_service(
+    added = await account_services.add_account_service(
         uow,
         account_id,
         body.service_id,
@@ -223,7 +231,7 @@ async def add_package(
     account_id: int, body: AccountPackageIn, uow: UnitOfWorkDep, actor: ActorDep
 ) -> list[AccountServiceOut]:
     """Add every service of a package to the account (all or none)."""
-    added = await handlers.add_package(uow, account_id, body.package_id, actor=actor)
+    added = await account_services.add_package(uow, account_id, body.package_id, actor=actor)
     return [_account_service_out(a) for a in added]
 
 
@@ -249,7 +257,7 @@ async def remove_account_service(
     account_id: int, account_service_id: int, uow: UnitOfWorkDep, actor: ActorDep
 ) -> AccountServiceOut:
     """Remove a service from the account; a prorating one is credited its unused days."""
-    removed = await handlers.remove_account_service(
+    removed = await account_services.remove_account_service(
         uow, account_id, account_service_id, actor=actor
     )
     return _account_service_out(removed)
@@ -282,7 +290,7 @@ async def add_debit(
 ) -> TransactionOut:
     """A one-time transaction of a service, or an adjustment (a negative one is a discount)."""
     return _transaction_out(
-        await handlers.add_one_time_debit(
+        await transactions.add_one_time_debit(
             uow,
             account_id,
             body.service_id,
@@ -305,7 +313,7 @@ async def add_discount(
 ) -> TransactionOut:
     """A credit to the account, applied to its open invoices."""
     return _transaction_out(
-        await handlers.add_discount(uow, account_id, body.amount, body.description, actor=actor)
+        await transactions.add_discount(uow, account_id, body.amount, body.description, actor=actor)
     )
 
 
@@ -321,7 +329,7 @@ async def receive_payment(
     """A cash, check, wire, card or bank payment (cards and banks by processor token only),
     applied to the named invoice, then to open invoices oldest first."""
     return _transaction_out(
-        await handlers.receive_payment(
+        await transactions.receive_payment(
             uow,
             account_id,
             body.amount,
@@ -346,7 +354,7 @@ async def reverse_transaction(
     """Reverse a debit (a discount pays down its invoice) or a payment."""
     reason = body.reason if body else None
     return _transaction_out(
-        await handlers.reverse_transaction(uow, transaction_id, actor=actor, reason=reason)
+        await transactions.reverse_transaction(uow, transaction_id, actor=actor, reason=reason)
     )
 
 
@@ -358,7 +366,9 @@ async def edit_debit(
 ) -> TransactionOut:
     """Edit a debit's description."""
     return _transaction_out(
-        await handlers.edit_debit_description(uow, transaction_id, body.description, actor=actor)
+        await transactions.edit_debit_description(
+            uow, transaction_id, body.description, actor=actor
+        )
     )
 
 
@@ -385,7 +395,7 @@ async def list_invoices(account_id: int, uow: UnitOfWorkDep) -> list[InvoiceOut]
 )
 async def create_invoice(account_id: int, uow: UnitOfWorkDep, actor: ActorDep) -> InvoiceOut:
     """Invoice every uninvoiced debit now (a manual invoice)."""
-    invoice = await handlers.create_manual_invoice(uow, account_id, actor=actor)
+    invoice = await invoices.create_manual_invoice(uow, account_id, actor=actor)
     return _invoice_out(await queries.get_invoice(uow, invoice.id))
 
 
@@ -398,7 +408,7 @@ async def get_invoice(invoice_id: int, uow: UnitOfWorkDep) -> InvoiceOut:
 @router.patch("/invoices/{invoice_id}", response_model=InvoiceOut, tags=["invoices"])
 async def edit_invoice(invoice_id: int, body: InvoiceEditIn, uow: UnitOfWorkDep) -> InvoiceOut:
     """Freeze or unfreeze the invoice, or edit its printed message."""
-    await handlers.edit_invoice(
+    await invoices.edit_invoice(
         uow,
         invoice_id,
         frozen=body.frozen,
@@ -411,7 +421,7 @@ async def edit_invoice(invoice_id: int, body: InvoiceEditIn, uow: UnitOfWorkDep)
 @router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut, tags=["invoices"])
 async def void_invoice(invoice_id: int, uow: UnitOfWorkDep, actor: ActorDep) -> InvoiceOut:
     """Void: credits removed, debits reversed by discounts that zero it, locked."""
-    await handlers.void_invoice(uow, invoice_id, actor=actor)
+    await invoices.void_invoice(uow, invoice_id, actor=actor)
     return _invoice_out(await queries.get_invoice(uow, invoice_id))
 
 
@@ -420,14 +430,14 @@ async def apply_credits(
     invoice_id: int, uow: UnitOfWorkDep, actor: ActorDep, body: ApplyCreditsIn | None = None
 ) -> InvoiceOut:
     """Apply available credits to the invoice: all that fits, or the amount given."""
-    await handlers.apply_credits(uow, invoice_id, body.amount if body else None, actor=actor)
+    await invoices.apply_credits(uow, invoice_id, body.amount if body else None, actor=actor)
     return _invoice_out(await queries.get_invoice(uow, invoice_id))
 
 
 @router.delete("/invoices/{invoice_id}", status_code=204, tags=["invoices"])
 async def delete_invoice(invoice_id: int, uow: UnitOfWorkDep, actor: ActorDep) -> Response:
     """Delete a manual invoice dated after the accounting period close."""
-    await handlers.delete_invoice(uow, invoice_id, actor=actor)
+    await invoices.delete_invoice(uow, invoice_id, actor=actor)
     return Response(status_code=204)
 
 
@@ -436,7 +446,7 @@ async def link_child_invoice(
     invoice_id: int, body: LinkInvoiceIn, uow: UnitOfWorkDep
 ) -> InvoiceOut:
     """Link a child account's invoice to this parent invoice (a manual repair)."""
-    await handlers.link_invoice(uow, invoice_id, body.child_invoice_id, link=True)
+    await invoices.link_invoice(uow, invoice_id, body.child_invoice_id, link=True)
     return _invoice_out(await queries.get_invoice(uow, invoice_id))
 
 
@@ -449,7 +459,7 @@ async def unlink_child_invoice(
     invoice_id: int, child_invoice_id: int, uow: UnitOfWorkDep
 ) -> InvoiceOut:
     """Unlink a child's invoice; the child pays it itself again."""
-    await handlers.link_invoice(uow, invoice_id, child_invoice_id, link=False)
+    await invoices.link_invoice(uow, invoice_id, child_invoice_id, link=False)
     return _invoice_out(await queries.get_invoice(uow, invoice_id))
 
 
@@ -513,7 +523,7 @@ def _settings_out(values: dict[str, str]) -> SettingsOut:
 async def get_settings(uow: UnitOfWorkDep) -> SettingsOut:
     """Billing settings: the global final-invoice proration, due days, grace days, the
     accounting period close and the default tax rate."""
-    return _settings_out(await handlers.load_settings(uow))
+    return _settings_out(await settings.load_settings(uow))
 
 
 @router.put("/settings", response_model=SettingsOut, tags=["settings"])
@@ -530,4 +540,4 @@ async def put_settings(body: SettingsIn, uow: UnitOfWorkDep, actor: ActorDep) ->
         if key == rules.SETTING_DEFAULT_TAX_RATE:
             value = rules.parse_rate(value) if value is not None else "0"
         changes[key] = "" if value is None else str(getattr(value, "value", value))
-    return _settings_out(await handlers.update_settings(uow, changes, actor=actor))
+    return _settings_out(await settings.update_settings(uow, changes, actor=actor))
