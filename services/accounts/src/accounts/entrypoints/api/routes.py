@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Response, status
 
 from accounts.adapters.tables import Disconnection
 from accounts.domain.rules import StepState, disconnect_progress, groups_label
-from accounts.entrypoints.api.deps import ActorDep, UnitOfWorkDep
 from accounts.entrypoints.api.schemas import (
     AccountIn,
     AccountOut,
@@ -40,6 +39,7 @@ from accounts.entrypoints.api.schemas import (
     TaskPatch,
 )
 from accounts.service_layer import contacts, handlers, notes, queries, relations, statuses
+from backhaul_kit.deps import ActorDep, UnitOfWorkDep
 
 router = APIRouter()
 

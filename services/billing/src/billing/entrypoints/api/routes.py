@@ -8,10 +8,10 @@ from decimal import Decimal
 from fastapi import APIRouter, Response
 
 from backhaul_contracts.common import Proration
+from backhaul_kit.deps import ActorDep, UnitOfWorkDep
 from backhaul_kit.errors import InvalidInput
 from billing.adapters.tables import AccountService, Transaction
 from billing.domain import rules
-from billing.entrypoints.api.deps import ActorDep, UnitOfWorkDep
 from billing.entrypoints.api.schemas import (
     AccountPackageIn,
     AccountServiceIn,

@@ -7,9 +7,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
+from backhaul_kit.deps import UnitOfWorkDep
 from notifications.adapters.tables import Email
 from notifications.domain.delivery import EmailState
-from notifications.entrypoints.api.deps import UnitOfWorkDep
 from notifications.entrypoints.api.schemas import (
     ContactOut,
     EmailOut,

@@ -9,10 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
+from backhaul_kit.deps import ActorDep, UnitOfWorkDep
 from backhaul_kit.errors import InvalidInput
 from provisioning.adapters.tables import AddressList, AddressListChange, AddressListEntry
 from provisioning.domain.rules import routeros_script
-from provisioning.entrypoints.api.deps import ActorDep, UnitOfWorkDep
 from provisioning.entrypoints.api.schemas import (
     AddressListIn,
     AddressListOut,

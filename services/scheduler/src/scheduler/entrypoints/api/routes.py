@@ -9,9 +9,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
+from backhaul_kit.deps import ActorDep, UnitOfWorkDep
 from scheduler.adapters.tables import ScheduledEvent, Vacation
 from scheduler.domain.rules import Action, State, vacation_state
-from scheduler.entrypoints.api.deps import ActorDep, UnitOfWorkDep
 from scheduler.entrypoints.api.schemas import (
     ScheduledEventIn,
     ScheduledEventOut,
