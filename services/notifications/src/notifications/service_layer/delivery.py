@@ -1,11 +1,15 @@
 """The dispatcher: sends queued email outside any transaction, each under its own claim.
 
-A round takes up to `batch_size` due rows and sends up to `concurrency` of them at a time
-(an SMTP session and three short transactions each, mostly waiting on the network). For
-each due row it (1) claims it in its own committed transaction (`sending_since`, a fresh
-`claim_id`, `attempts + 1`), (2) talks SMTP with no transaction open, (3) records the outcome
-in another transaction and emits EmailSent / EmailRejected. Several replicas may run this
-loop: the claim is a conditional UPDATE, so one wins.
+A round takes up to `batch_size` due rows and sends them in `concurrency` lanes, each lane
+one email at a time over one SMTP session it keeps. A lane takes its share of the round in
+chunks of a few emails and (1) claims a chunk in one committed transaction, each row on its
+own conditions (`sending_since`, a `claim_id`, `attempts + 1`: a row another replica holds is
+simply not claimed), (2) talks SMTP with no transaction open, email by email, each behind
+its own DATA fence (below), (3) records the outcomes in one transaction, emitting EmailSent /
+EmailRejected, as soon as the chunk is done or an outcome has waited `RECORD_WITHIN`. Several
+replicas may run this loop: the claim is a conditional UPDATE, so one wins. A lane that stops
+(a graceful stop, or its chunk getting old) hands the emails it claimed but did not start
+back at once, uncounted, as if never claimed.
 
 Nothing can be delivered before SMTP DATA, so just before it the mailer calls back and the
 dispatcher commits `data_started_at`, in one conditional UPDATE that matches only while its
@@ -39,13 +43,17 @@ What happens to an email of unknown outcome is the policy's `unknown_outcome`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from uuid import UUID, uuid4
 
 import structlog
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy import or_, select, update
 
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
@@ -66,6 +74,8 @@ from notifications.domain.delivery import (
     retry_delay,
     should_retry,
 )
+from notifications.service_layer import claims
+from notifications.service_layer.claims import Claimed
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +89,12 @@ ABANDONED_RESENT = f"{ABANDONED_GAVE_UP}; sent again with the same Message-ID"
 
 
 RECORD_ATTEMPTS = 4
+# A lane claims at most this many emails at once (fewer when the round is small, so that
+# every lane gets some): one claim and one record transaction for them instead of one each.
+CHUNK_MAX = 16
+# An outcome waits at most this long (seconds) for its chunk's record transaction: a worker
+# killed meanwhile leaves its sent emails' outcomes unknown, so the wait is kept short.
+RECORD_WITHIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -96,25 +112,6 @@ class DeliveryPolicy:
     concurrency: int = 4
     # A send that may or may not have been delivered: closed, or sent again (module docstring).
     unknown_outcome: UnknownOutcome = UnknownOutcome.CLOSE
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A snapshot of a claimed row: what the send needs, with no session attached."""
-
-    id: UUID
-    claim_id: UUID
-    account_id: int
-    recipient: str
-    subject: str
-    body: str
-    message_id: str
-    idempotency_key: str
-    queued_at: datetime
-    attempts: int
-    trigger_event_id: UUID
-    correlation_id: UUID | None
-    trace_headers: dict[str, str]
 
 
 def _now() -> datetime:
@@ -154,21 +151,26 @@ class Dispatcher:
             self._wakeup.clear()
 
     async def deliver_due(self) -> int:
-        """Close abandoned sends, then attempt every due email once, `concurrency` at a
-        time; returns how many were attempted."""
+        """Close abandoned sends, then attempt every due email once, in `concurrency`
+        lanes; returns how many were attempted."""
         await self.close_abandoned()
         ids = await self._due()
         if not ids:
             return 0  # most polls: no lanes to start
         due = iter(ids)
+        # Small rounds are spread over every lane (each sends one at a time).
+        chunk = max(1, min(CHUNK_MAX, -(-len(ids) // self.policy.concurrency)))
         stopping = False
 
         async def lane() -> int:
             attempted = 0
-            for email_id in due:  # one iterator shared by the lanes: each id taken once
-                if stopping:
-                    break
-                attempted += await self._deliver_one(email_id)
+            async with self._session() as via:
+                while not stopping:
+                    # One iterator shared by the lanes: each id taken once.
+                    taken = list(islice(due, chunk))
+                    if not taken:
+                        break
+                    attempted += await self._deliver_chunk(taken, via, lambda: stopping)
             return attempted
 
         lanes = [asyncio.ensure_future(lane()) for _ in range(self.policy.concurrency)]
@@ -178,7 +180,8 @@ class Dispatcher:
         except asyncio.CancelledError:
             # The worker is stopping: the emails being sent are finished and their outcomes
             # recorded first (the stop waits, within its bound), so a graceful stop never
-            # leaves a message whose delivery is unknown. No new one is claimed.
+            # leaves a message whose delivery is unknown. No new one is started, and those
+            # claimed but not started are handed back.
             stopping = True
             await everything
             raise
@@ -187,24 +190,66 @@ class Dispatcher:
             raise failures[0]
         return sum(o for o in outcomes if isinstance(o, int))
 
-    async def _deliver_one(self, email_id: UUID) -> int:
-        """Claim, send and record one email; 1 if it was attempted, 0 if another took it."""
-        claimed = await self.claim(email_id)
-        if claimed is None:
-            return 0  # another replica took it
-        with tracer().start_as_current_span(
-            "email send",
-            context=context_from_headers(claimed.trace_headers),
-            kind=SpanKind.CLIENT,
-            attributes={
-                "backhaul.email_id": str(claimed.id),
-                "backhaul.attempt": claimed.attempts,
-            },
-        ) as span:
-            reply = await self.send(claimed)
-            span.set_attribute("smtp.reply_code", reply.code)
-            await self._record_persistently(claimed, reply)
-        return 1
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Mailer]:
+        """The lane's mailer: one kept SMTP session if the mailer has them, else itself."""
+        connection = getattr(self.mailer, "connection", None)
+        if connection is None:
+            yield self.mailer
+            return
+        async with connection() as via:
+            yield via
+
+    async def _deliver_chunk(
+        self, ids: list[UUID], via: Mailer, stopping: Callable[[], bool]
+    ) -> int:
+        """Claim `ids` together, send each claimed one, record the outcomes together; hand
+        back what was not started. Returns how many were attempted."""
+        taken = await self.claim_many(ids)
+        pending: list[tuple[Claimed, Reply, Span]] = []
+        waiting_since = 0.0
+        started = 0
+        try:
+            for claimed in taken:
+                if stopping() or self._aging(claimed):
+                    break  # the rest is handed back below
+                started += 1
+                span = tracer().start_span(
+                    "email send",
+                    context=context_from_headers(claimed.trace_headers),
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "backhaul.email_id": str(claimed.id),
+                        "backhaul.attempt": claimed.attempts,
+                    },
+                )
+                with trace.use_span(span, end_on_exit=False):
+                    reply = await self.send(claimed, via=via)
+                span.set_attribute("smtp.reply_code", reply.code)
+                if not pending:
+                    waiting_since = time.monotonic()
+                pending.append((claimed, reply, span))
+                if time.monotonic() - waiting_since >= RECORD_WITHIN:
+                    recording, pending = pending, []
+                    await self._record_persistently(recording)
+            recording, pending = pending, []
+            if recording:
+                await self._record_persistently(recording)
+        finally:
+            if pending:  # something failed mid-chunk: the outcomes are still worth keeping
+                with contextlib.suppress(Exception):
+                    await self._record_persistently(pending)
+            if started < len(taken):
+                await self._release(taken[started:])
+        return started
+
+    def _aging(self, claimed: Claimed) -> bool:
+        """Has the claim used up half its pre-DATA lease while waiting for its turn? Then it
+        is handed back rather than sent late: another replica may requeue it soon, and the
+        fence would stop it at DATA anyway."""
+        if claimed.claimed_at is None:
+            return False
+        return self.clock() - claimed.claimed_at > self.policy.pre_data_lease / 2
 
     async def _due(self) -> list[UUID]:
         uow = self.uow_factory()
@@ -223,50 +268,31 @@ class Dispatcher:
 
     async def claim(self, email_id: UUID) -> Claimed | None:
         """Mark the row as being sent, and commit that, before any SMTP traffic."""
-        claim_id = uuid4()
+        taken = await self.claim_many([email_id])
+        return taken[0] if taken else None
+
+    async def claim_many(self, email_ids: Sequence[UUID]) -> list[Claimed]:
+        """Claim each of the rows still Queued and unclaimed, in one committed transaction,
+        before any SMTP traffic; returns them in the order asked. Each row is claimed on its
+        own conditions, so a row another replica holds is left out, never shared.
+
+        The rows share a claim token: the fence is (row, token), and a new claim of any of
+        them draws a new token, so a token still names one attempt of each row."""
         uow = self.uow_factory()
         async with uow:
-            result = await uow.session.execute(
-                update(Email)
-                .where(
-                    Email.id == email_id,
-                    Email.state == EmailState.QUEUED.value,
-                    Email.sending_since.is_(None),
-                )
-                .values(
-                    sending_since=self.clock(),
-                    claim_id=claim_id,
-                    data_started_at=None,
-                    attempts=Email.attempts + 1,
-                )
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            email = (
-                await uow.session.execute(
-                    select(Email)
-                    .where(Email.id == email_id)
-                    .execution_options(populate_existing=True)
-                )
-            ).scalar_one()
-            return Claimed(
-                id=email.id,
-                claim_id=claim_id,
-                account_id=email.account_id,
-                recipient=email.recipient,
-                subject=email.subject,
-                body=email.body,
-                message_id=email.message_id,
-                idempotency_key=email.idempotency_key,
-                queued_at=email.queued_at,
-                attempts=email.attempts,
-                trigger_event_id=email.trigger_event_id,
-                correlation_id=email.correlation_id,
-                trace_headers=dict(email.trace_headers or {}),
-            )
+            return await claims.claim(uow.session, email_ids, claim_id=uuid4(), now=self.clock())
 
-    async def send(self, claimed: Claimed) -> Reply:
-        """The SMTP conversation; no database transaction is open here."""
+    async def _release(self, taken: Sequence[Claimed]) -> None:
+        """Hand back claims whose send never started: as if never claimed (the attempt is
+        not counted), and only while each claim still holds its row before DATA. Should this
+        fail, the pre-DATA lease requeues them the same way, later."""
+        uow = self.uow_factory()
+        async with uow:
+            await claims.release(uow.session, taken)
+
+    async def send(self, claimed: Claimed, *, via: Mailer | None = None) -> Reply:
+        """The SMTP conversation (over `via`, a lane's session, if given); no database
+        transaction is open here."""
         message = compose(
             mail_from=self.policy.mail_from,
             recipient=claimed.recipient,
@@ -285,9 +311,10 @@ class Dispatcher:
 
         # A hard bound well inside the lease, so no send outlives its claim.
         limit = self.policy.send_lease.total_seconds() / 2
+        mailer = via or self.mailer
         try:
             return await asyncio.wait_for(
-                self.mailer.send(message, claimed.recipient, before_data=before_data), limit
+                mailer.send(message, claimed.recipient, before_data=before_data), limit
             )
         except TimeoutError:
             if not data_may_start:  # cut off before DATA: nothing was handed over
@@ -312,101 +339,128 @@ class Dispatcher:
                 )
                 .values(data_started_at=self.clock())
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            return bool(result.rowcount == 1)
 
-    async def _record_persistently(self, claimed: Claimed, reply: Reply) -> None:
-        """The message may be out: losing its outcome to a database blip would close it as
-        unknown later, so recording is retried a few times before giving up."""
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                await self.record(claimed, reply)
-                return
-            except Exception as exc:
-                if attempt == RECORD_ATTEMPTS:
-                    raise
-                log.warning("email_outcome_not_recorded", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+    async def _record_persistently(self, sent: list[tuple[Claimed, Reply, Span]]) -> None:
+        """The messages may be out: losing their outcomes to a database blip would close
+        them as unknown later, so recording is retried a few times before giving up. Each
+        outcome is recorded (and its events emitted) inside its own send's span."""
+        try:
+            for attempt in range(1, RECORD_ATTEMPTS + 1):
+                try:
+                    await self.record_many(
+                        [(c, r) for c, r, _ in sent], spans=[s for *_, s in sent]
+                    )
+                    return
+                except Exception as exc:
+                    if attempt == RECORD_ATTEMPTS:
+                        raise
+                    log.warning("email_outcome_not_recorded", attempt=attempt, error=repr(exc))
+                    await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+        finally:
+            for *_, span in sent:
+                span.end()
 
     async def record(self, claimed: Claimed, reply: Reply) -> EmailState:
         """Store the attempt's outcome and emit its event; returns the row's state."""
-        with flow(claimed.correlation_id, claimed.trigger_event_id):
-            return await self._record(claimed, reply)
+        [state] = await self.record_many([(claimed, reply)])
+        return state
 
-    async def _record(self, claimed: Claimed, reply: Reply) -> EmailState:
+    async def record_many(
+        self, outcomes: Sequence[tuple[Claimed, Reply]], *, spans: Sequence[Span] = ()
+    ) -> list[EmailState]:
+        """Store the attempts' outcomes and emit their events, in one transaction; returns
+        each row's state. Each outcome applies only while its claim holds its row."""
         uow = self.uow_factory()
         async with uow:
             # Locked (PostgreSQL; SQLite transactions are serial anyway), so close_abandoned
-            # cannot take the claim away between this check and the commit.
-            email = await uow.session.get(
-                Email, claimed.id, populate_existing=True, with_for_update=True
+            # cannot take a claim away between this check and the commit.
+            emails = {
+                email.id: email
+                for email in await uow.session.scalars(
+                    select(Email)
+                    .where(Email.id.in_([c.id for c, _ in outcomes]))
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+            }
+            states = []
+            for n, (claimed, reply) in enumerate(outcomes):
+                span = spans[n] if n < len(spans) else None
+                with (
+                    trace.use_span(span, end_on_exit=False)
+                    if span is not None
+                    else contextlib.nullcontext(),
+                    flow(claimed.correlation_id, claimed.trigger_event_id),
+                ):
+                    states.append(await self._record(uow, emails[claimed.id], claimed, reply))
+            return states
+
+    async def _record(
+        self, uow: UnitOfWork, email: Email, claimed: Claimed, reply: Reply
+    ) -> EmailState:
+        if email.state != EmailState.QUEUED.value or email.claim_id != claimed.claim_id:
+            # Its lease ran out meanwhile: the row was closed (that outcome stands) or
+            # requeued (another claim sends it). Emit nothing more.
+            log.warning("email_outcome_too_late", email_id=str(email.id), reply=str(reply))
+            return EmailState(email.state)
+        now = self.clock()
+        _release(email)
+        verdict = classify(reply)
+        if verdict in (Verdict.RELAY_PROBLEM, Verdict.CLAIM_LOST):
+            # Nothing was handed over (the relay failed, not the recipient; or the mailer
+            # stopped before DATA): this attempt does not count.
+            email.attempts = max(email.attempts - 1, 0)
+            email.reject_reason = str(reply)
+            email.next_attempt_at = now + retry_delay(
+                1,
+                base_seconds=self.policy.backoff_seconds,
+                max_seconds=self.policy.backoff_max_seconds,
             )
-            assert email is not None
-            if email.state != EmailState.QUEUED.value or email.claim_id != claimed.claim_id:
-                # Its lease ran out meanwhile: the row was closed (that outcome stands) or
-                # requeued (another claim sends it). Emit nothing more.
-                log.warning("email_outcome_too_late", email_id=str(email.id), reply=str(reply))
-                return EmailState(email.state)
-            now = self.clock()
-            _release(email)
-            verdict = classify(reply)
-            if verdict in (Verdict.RELAY_PROBLEM, Verdict.CLAIM_LOST):
-                # Nothing was handed over (the relay failed, not the recipient; or the mailer
-                # stopped before DATA): this attempt does not count.
-                email.attempts = max(email.attempts - 1, 0)
-                email.reject_reason = str(reply)
-                email.next_attempt_at = now + retry_delay(
-                    1,
-                    base_seconds=self.policy.backoff_seconds,
-                    max_seconds=self.policy.backoff_max_seconds,
-                )
-                return EmailState.QUEUED
-            if verdict is Verdict.SENT:
-                email.state = EmailState.SENT.value
-                email.sent_at = now
-                email.next_attempt_at = None
-                await uow.emit(
-                    EmailSent(**_common(email), sent_at=now, message_id=email.message_id),
-                    subject=email.account_id,
-                )
-                log.info("email_sent", email_id=str(email.id), attempts=email.attempts)
-                return EmailState.SENT
-            if verdict is Verdict.OUTCOME_UNKNOWN and self._resends(email):
-                # Retried like a temporary failure; this attempt counts.
-                email.reject_reason = str(reply)
-                email.next_attempt_at = now + retry_delay(
-                    email.attempts,
-                    base_seconds=self.policy.backoff_seconds,
-                    max_seconds=self.policy.backoff_max_seconds,
-                )
-                _log_resend(email, str(reply))
-                return EmailState.QUEUED
-            if verdict is Verdict.TEMPORARY and should_retry(
-                email.attempts, self.policy.max_attempts
-            ):
-                email.reject_reason = str(reply)
-                email.next_attempt_at = now + retry_delay(
-                    email.attempts,
-                    base_seconds=self.policy.backoff_seconds,
-                    max_seconds=self.policy.backoff_max_seconds,
-                )
-                log.info(
-                    "email_deferred",
-                    email_id=str(email.id),
-                    attempts=email.attempts,
-                    reply=str(reply),
-                    next_attempt_at=email.next_attempt_at.isoformat(),
-                )
-                return EmailState.QUEUED
-            state = EmailState.INVALID if verdict is Verdict.INVALID else EmailState.REJECTED
-            reason = str(reply)
-            if verdict is Verdict.TEMPORARY:
-                reason = f"{reason} (gave up after {email.attempts} attempts)"
-            elif verdict is Verdict.OUTCOME_UNKNOWN:
-                reason = f"delivery outcome unknown ({reply}); {self._not_resent(email)}"
-            await self._reject(
-                uow, email, state, reason, permanent=verdict is not Verdict.TEMPORARY
+            return EmailState.QUEUED
+        if verdict is Verdict.SENT:
+            email.state = EmailState.SENT.value
+            email.sent_at = now
+            email.next_attempt_at = None
+            await uow.emit(
+                EmailSent(**_common(email), sent_at=now, message_id=email.message_id),
+                subject=email.account_id,
             )
-            return state
+            log.info("email_sent", email_id=str(email.id), attempts=email.attempts)
+            return EmailState.SENT
+        if verdict is Verdict.OUTCOME_UNKNOWN and self._resends(email):
+            # Retried like a temporary failure; this attempt counts.
+            email.reject_reason = str(reply)
+            email.next_attempt_at = now + retry_delay(
+                email.attempts,
+                base_seconds=self.policy.backoff_seconds,
+                max_seconds=self.policy.backoff_max_seconds,
+            )
+            _log_resend(email, str(reply))
+            return EmailState.QUEUED
+        if verdict is Verdict.TEMPORARY and should_retry(email.attempts, self.policy.max_attempts):
+            email.reject_reason = str(reply)
+            email.next_attempt_at = now + retry_delay(
+                email.attempts,
+                base_seconds=self.policy.backoff_seconds,
+                max_seconds=self.policy.backoff_max_seconds,
+            )
+            log.info(
+                "email_deferred",
+                email_id=str(email.id),
+                attempts=email.attempts,
+                reply=str(reply),
+                next_attempt_at=email.next_attempt_at.isoformat(),
+            )
+            return EmailState.QUEUED
+        state = EmailState.INVALID if verdict is Verdict.INVALID else EmailState.REJECTED
+        reason = str(reply)
+        if verdict is Verdict.TEMPORARY:
+            reason = f"{reason} (gave up after {email.attempts} attempts)"
+        elif verdict is Verdict.OUTCOME_UNKNOWN:
+            reason = f"delivery outcome unknown ({reply}); {self._not_resent(email)}"
+        await self._reject(uow, email, state, reason, permanent=verdict is not Verdict.TEMPORARY)
+        return state
 
     def _resends(self, email: Email) -> bool:
         """Is this email, whose last attempt has an unknown outcome, sent again?"""

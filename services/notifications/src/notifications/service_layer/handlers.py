@@ -24,7 +24,7 @@ from backhaul_contracts.events.notifications import EmailQueued, EmailRejected
 from backhaul_kit.errors import Conflict, InvalidInput
 from backhaul_kit.telemetry import current_trace_headers
 from backhaul_kit.unit_of_work import UnitOfWork
-from notifications.adapters.tables import AccountReplica, Email, Trigger
+from notifications.adapters.tables import Email, Trigger
 from notifications.domain import templates
 from notifications.domain.delivery import (
     EmailState,
@@ -220,19 +220,85 @@ class Mailing:
     on_queued: Callable[[], None] = lambda: None
 
 
-async def _update_replica(event: Event, uow: UnitOfWork) -> None:
-    if isinstance(event, account_events.AccountCreated):
-        await replica.upsert_account(
+@dataclass(frozen=True)
+class TriggerView:
+    """An enabled trigger as the handlers use it: a snapshot, no session attached."""
+
+    id: int
+    name: str
+    event_type: str
+    conditions: dict[str, Any]
+    audience: Audience
+    category: str | None
+    address: str | None
+    subject_template: str
+    body_template: str
+
+
+_TRIGGERS = "notifications.enabled_triggers"
+_WAKE_REGISTERED = "notifications.wake_registered"
+
+
+async def _enabled_triggers(uow: UnitOfWork, event_type: str) -> list[TriggerView]:
+    """The enabled triggers for `event_type`, in id order, read once per transaction.
+
+    The consumer handles a polled batch in one transaction, so every event of the batch
+    sees the same set of triggers (read by the first event that asks), and a batch of 500
+    costs one query instead of 500. Triggers change only through the API, in transactions
+    of their own; the next batch sees the change. The cache lives in the session's `info`,
+    which ends with the transaction's session."""
+    info = uow.session.info
+    cached: dict[str, list[TriggerView]] | None = info.get(_TRIGGERS)
+    if cached is None:
+        cached = {}
+        rows = await uow.session.execute(
+            select(Trigger.__table__).where(Trigger.enabled.is_(True)).order_by(Trigger.id)
+        )
+        for row in rows:
+            cached.setdefault(row.event_type, []).append(
+                TriggerView(
+                    id=row.id,
+                    name=row.name,
+                    event_type=row.event_type,
+                    conditions=dict(row.conditions or {}),
+                    audience=Audience(row.audience),
+                    category=row.category,
+                    address=row.address,
+                    subject_template=row.subject_template,
+                    body_template=row.body_template,
+                )
+            )
+        info[_TRIGGERS] = cached
+    return cached.get(event_type, [])
+
+
+@dataclass(frozen=True)
+class _Replicated:
+    """What keeping the replica current learnt, so that queueing need not read it again."""
+
+    account: replica.AccountView | None = None
+    contacts: list[ContactView] | None = None  # of `account`, after the change
+
+
+async def _update_replica(event: Event, uow: UnitOfWork) -> _Replicated:
+    if isinstance(event, account_events.AccountCreated | account_events.AccountDisconnected):
+        name = (
+            event.name if isinstance(event, account_events.AccountCreated) else event.account_name
+        )
+        account = await replica.upsert_account(
+            uow, event.account_id, name=name, parent_account_id=event.parent_account_id
+        )
+        if event.primary_contact is None:
+            return _Replicated(account)
+        contacts = await replica.upsert_contact(uow, event.account_id, event.primary_contact)
+        return _Replicated(account, contacts)
+    if isinstance(event, account_events.AccountUpdated):
+        account = await replica.upsert_account(
             uow, event.account_id, name=event.name, parent_account_id=event.parent_account_id
         )
-        if event.primary_contact is not None:
-            await replica.upsert_contact(uow, event.account_id, event.primary_contact)
-    elif isinstance(event, account_events.AccountUpdated):
-        await replica.upsert_account(
-            uow, event.account_id, name=event.name, parent_account_id=event.parent_account_id
-        )
-    elif isinstance(event, account_events.ContactChanged):
-        await replica.upsert_account(
+        return _Replicated(account)
+    if isinstance(event, account_events.ContactChanged):
+        account = await replica.upsert_account(
             uow,
             event.account_id,
             name=event.account_name,
@@ -240,25 +306,16 @@ async def _update_replica(event: Event, uow: UnitOfWork) -> None:
         )
         if event.removed:
             await replica.remove_contact(uow, event.contact.contact_id)
-        else:
-            await replica.upsert_contact(uow, event.account_id, event.contact)
-    elif isinstance(event, account_events.AccountDisconnected):
-        await replica.upsert_account(
-            uow,
-            event.account_id,
-            name=event.account_name,
-            parent_account_id=event.parent_account_id,
+            return _Replicated(account)
+        contacts = await replica.upsert_contact(uow, event.account_id, event.contact)
+        return _Replicated(account, contacts)
+    if isinstance(event, account_events.AccountStatusChanged):
+        # No name in the event: the known one stays (a new account gets the default).
+        account = await replica.upsert_account(
+            uow, event.account_id, name=None, parent_account_id=event.parent_account_id
         )
-        if event.primary_contact is not None:
-            await replica.upsert_contact(uow, event.account_id, event.primary_contact)
-    elif isinstance(event, account_events.AccountStatusChanged):
-        known = await uow.session.get(AccountReplica, event.account_id)
-        await replica.upsert_account(
-            uow,
-            event.account_id,
-            name=known.name if known else None,
-            parent_account_id=event.parent_account_id,
-        )
+        return _Replicated(account)
+    return _Replicated()
 
 
 def _account_id(event: Event, envelope: Envelope) -> int | None:
@@ -273,7 +330,7 @@ def _account_id(event: Event, envelope: Envelope) -> int | None:
 
 async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing: Mailing) -> None:
     """Keep the replica current, then queue what the enabled triggers for this event say."""
-    await _update_replica(event, uow)
+    replicated = await _update_replica(event, uow)
     account_id = _account_id(event, envelope)
     if account_id is None:
         # Catalogue events (a status or service defined) concern no account: nobody to mail.
@@ -281,16 +338,14 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
         return
     matching = [
         t
-        for t in await uow.session.scalars(
-            select(Trigger)
-            .where(Trigger.event_type == envelope.event_type, Trigger.enabled.is_(True))
-            .order_by(Trigger.id)
-        )
-        if conditions_hold(t.conditions or {}, envelope.payload)
+        for t in await _enabled_triggers(uow, envelope.event_type)
+        if conditions_hold(t.conditions, envelope.payload)
     ]
     if not matching:
         return
-    account = await uow.session.get(AccountReplica, account_id)
+    account = replicated.account
+    if account is None or account.id != account_id:
+        account = await replica.get_account(uow, account_id)
     payload_name = getattr(event, "account_name", None) or getattr(event, "name", None)
     parent_id = account.parent_account_id if account else getattr(event, "parent_account_id", None)
     account_vars = {
@@ -300,10 +355,14 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
     }
     # Child accounts get no triggered messages of their own: their parent's contacts do.
     mail_account_id = parent_id if parent_id is not None else account_id
-    contacts = await replica.contacts_of(uow, mail_account_id)
+    if replicated.contacts is not None and mail_account_id == account_id:
+        contacts = replicated.contacts  # just written: the replica holds exactly these
+    else:
+        contacts = await replica.contacts_of(uow, mail_account_id)
     done: set[str] = set()  # one message per event and recipient, the first trigger wins
+    outgoing: list[_Outgoing] = []
     for trigger in matching:
-        audience = Audience(trigger.audience)
+        audience = trigger.audience
         if audience is Audience.STAFF:
             staff_address = trigger.address or mailing.staff_email
             if staff_address is None:
@@ -327,21 +386,32 @@ async def on_event(event: Event, envelope: Envelope, uow: UnitOfWork, *, mailing
             if not contact.email or contact.email.lower() in done:
                 continue
             done.add(contact.email.lower())
-            await _queue(
-                uow,
-                trigger,
-                envelope,
-                event,
-                contact,
-                account_vars,
-                account_id=log_account_id,
-                mailing=mailing,
+            outgoing.append(
+                _compose(
+                    trigger,
+                    envelope,
+                    event,
+                    contact,
+                    account_vars,
+                    account_id=log_account_id,
+                    mailing=mailing,
+                )
             )
+    if outgoing:
+        await _queue(uow, outgoing, mailing=mailing)
 
 
-async def _queue(
-    uow: UnitOfWork,
-    trigger: Trigger,
+@dataclass(frozen=True)
+class _Outgoing:
+    """One email of an event, built and ready to be inserted."""
+
+    row: dict[str, Any]
+    trigger_name: str
+    problem: str | None
+
+
+def _compose(
+    trigger: TriggerView,
     envelope: Envelope,
     event: Event,
     contact: ContactView,
@@ -349,14 +419,10 @@ async def _queue(
     *,
     account_id: int,
     mailing: Mailing,
-) -> None:
+) -> _Outgoing:
     assert contact.email is not None
     recipient = contact.email
     key = idempotency_key(envelope.event_id, recipient)
-    existing = await uow.session.scalar(select(Email.id).where(Email.idempotency_key == key))
-    if existing is not None:
-        log.info("email_already_queued", email_id=str(existing), idempotency_key=key)
-        return
     variables = {
         "account": account_vars,
         "contact": {"name": contact.name, "email": recipient},
@@ -382,59 +448,98 @@ async def _queue(
     if not isinstance(event, account_events.AccountDisconnected):
         # Only the disconnect email is a step of the disconnect (accounts tracks it by id).
         disconnection_id = None
-    email = Email(
-        id=email_id,
-        idempotency_key=key,
-        message_id=message_id_for(email_id, mailing.mail_from),
-        account_id=account_id,
-        contact_id=contact.contact_id or None,
-        trigger_id=trigger.id,
-        trigger_event_id=envelope.event_id,
-        trigger_event_type=envelope.event_type,
-        correlation_id=envelope.correlation_id,
-        trace_headers=current_trace_headers(),
-        disconnection_id=disconnection_id,
-        category=trigger.category,
-        recipient=recipient,
-        subject=rendered.subject,
-        body=rendered.body,
-        attempts=0,
-        queued_at=now,
-        state=EmailState.QUEUED.value,
-        next_attempt_at=now,
-    )
-    if problem is not None:
-        email.state = EmailState.INVALID.value
-        email.reject_reason = problem
-        email.next_attempt_at = None
-        email.rejected_at = now
-    uow.session.add(email)
-    await uow.session.flush()
-    common = {
+    row: dict[str, Any] = {
+        "id": email_id,
+        "idempotency_key": key,
+        "message_id": message_id_for(email_id, mailing.mail_from),
         "account_id": account_id,
-        "email_id": email_id,
-        "recipient": recipient,
-        "subject": email.subject,
-        "trigger_event_type": envelope.event_type,
+        "contact_id": contact.contact_id or None,
+        "trigger_id": trigger.id,
         "trigger_event_id": envelope.event_id,
+        "trigger_event_type": envelope.event_type,
+        "correlation_id": envelope.correlation_id,
+        "trace_headers": current_trace_headers(),
         "disconnection_id": disconnection_id,
+        "category": trigger.category,
+        "recipient": recipient,
+        "subject": rendered.subject,
+        "body": rendered.body,
+        "attempts": 0,
+        "queued_at": now,
+        "state": EmailState.QUEUED.value,
+        "next_attempt_at": now,
+        "reject_reason": None,
+        "rejected_at": None,
     }
     if problem is not None:
-        log.warning("email_invalid", email_id=str(email_id), reason=email.reject_reason)
-        await uow.emit(
-            EmailRejected(
-                **common,
-                rejected_at=now,
-                reason=email.reject_reason or "",
-                permanent=True,
-                invalid=True,
-            ),
-            subject=account_id,
-        )
-        return
-    await uow.emit(EmailQueued(**common, queued_at=now), subject=account_id)
-    log.info("email_queued", email_id=str(email_id), trigger=trigger.name)
-    # Wake the dispatcher once this transaction has committed (not before: it would not see it).
-    orm_event.listen(
-        uow.session.sync_session, "after_commit", lambda _s: mailing.on_queued(), once=True
+        row |= {
+            "state": EmailState.INVALID.value,
+            "reject_reason": problem,
+            "next_attempt_at": None,
+            "rejected_at": now,
+        }
+    return _Outgoing(row, trigger.name, problem)
+
+
+async def _queue(uow: UnitOfWork, outgoing: list[_Outgoing], *, mailing: Mailing) -> None:
+    """Insert an event's emails in one statement, each unless its idempotency key is taken,
+    and emit EmailQueued (or EmailRejected, for an Invalid one) for those inserted.
+
+    ON CONFLICT DO NOTHING on the unique key is the existence check and the insert in one:
+    a row already there (the same event and recipient, queued before) is left as it is and
+    nothing is emitted for it, exactly as when it was looked up first."""
+    table = Email.__table__
+    statement = (
+        replica.dialect_insert(uow, table)
+        .on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
+        .returning(table.c.id)
     )
+    # The rows as parameters, not in the statement: it is compiled once and cached (a
+    # statement carrying its values is compiled again for every event).
+    rows = [o.row for o in outgoing]
+    inserted = set(
+        (await uow.session.execute(statement, rows[0] if len(rows) == 1 else rows)).scalars()
+    )
+    queued = False
+    for email in outgoing:
+        row = email.row
+        email_id = row["id"]
+        if email_id not in inserted:
+            log.info(
+                "email_already_queued",
+                email_id=str(email_id),
+                idempotency_key=row["idempotency_key"],
+            )
+            continue
+        common = {
+            "account_id": row["account_id"],
+            "email_id": email_id,
+            "recipient": row["recipient"],
+            "subject": row["subject"],
+            "trigger_event_type": row["trigger_event_type"],
+            "trigger_event_id": row["trigger_event_id"],
+            "disconnection_id": row["disconnection_id"],
+        }
+        if email.problem is not None:
+            log.warning("email_invalid", email_id=str(email_id), reason=email.problem)
+            await uow.emit(
+                EmailRejected(
+                    **common,
+                    rejected_at=row["rejected_at"],
+                    reason=email.problem,
+                    permanent=True,
+                    invalid=True,
+                ),
+                subject=row["account_id"],
+            )
+            continue
+        await uow.emit(EmailQueued(**common, queued_at=row["queued_at"]), subject=row["account_id"])
+        log.info("email_queued", email_id=str(email_id), trigger=email.trigger_name)
+        queued = True
+    if queued and not uow.session.info.get(_WAKE_REGISTERED):
+        # Wake the dispatcher once this transaction has committed (not before: it would not
+        # see it); one listener per transaction, however many emails it queues.
+        uow.session.info[_WAKE_REGISTERED] = True
+        orm_event.listen(
+            uow.session.sync_session, "after_commit", lambda _s: mailing.on_queued(), once=True
+        )
