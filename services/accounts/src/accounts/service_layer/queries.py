@@ -14,7 +14,7 @@ from accounts.adapters.tables import (
     AccountType,
     Disconnection,
 )
-from accounts.service_layer.handlers import get_account
+from accounts.service_layer.records import get_account
 from backhaul_kit.unit_of_work import UnitOfWork
 
 
