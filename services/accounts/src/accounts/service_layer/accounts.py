@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from accounts.adapters.tables import (
     Account,
@@ -23,6 +24,7 @@ from accounts.service_layer.records import (
     get_account,
     get_status,
     log_action,
+    require_account,
     status_by_name,
     status_ref,
 )
@@ -103,20 +105,20 @@ async def create_account(uow: UnitOfWork, command: CreateAccount, *, actor: str)
     """Create an account with its serviceable address and primary contact; emit AccountCreated."""
     async with uow:
         session = uow.session
-        if command.id is not None and await session.get(Account, command.id) is not None:
-            raise Conflict(f"account id {command.id} is already taken")
+        # A taken id is found by the INSERT itself (the IntegrityError below), not by a read.
         status = (
             await get_status(uow, command.status_id)
             if command.status_id is not None
             else await status_by_name(uow, "Lead")
         )
         account_type = None
+        groups: list[AccountGroup] = []
         if command.account_type_id is not None:
             account_type = await session.get(AccountType, command.account_type_id)
             if account_type is None:
                 raise NotFound(f"account type {command.account_type_id} not found")
         if command.parent_account_id is not None:
-            await get_account(uow, command.parent_account_id)
+            await require_account(uow, command.parent_account_id)
         now = clock.now()
         account = Account(
             name=command.name,
@@ -128,6 +130,7 @@ async def create_account(uow: UnitOfWork, command: CreateAccount, *, actor: str)
             custom_fields=command.custom_fields,
             created_at=now,
             activated_at=now if status.activates_account else None,
+            disconnected_at=None,
         )
         if command.id is not None:
             account.id = command.id
@@ -190,8 +193,14 @@ async def create_account(uow: UnitOfWork, command: CreateAccount, *, actor: str)
                 subject=account.id,
             )
         await session.flush()
-        session.expunge(account)
-    return await load_account(uow, account.id)
+        # The answer is the account as written: its relations are the rows this handler
+        # already holds, set as loaded, so nothing is read back after the insert.
+        set_committed_value(account, "status", status)
+        set_committed_value(account, "account_type", account_type)
+        set_committed_value(account, "serviceable_address", address)
+        set_committed_value(account, "contacts", [contact] if contact else [])
+        set_committed_value(account, "groups", sorted(groups, key=lambda g: g.name))
+        return account
 
 
 async def load_account(uow: UnitOfWork, account_id: int) -> Account:

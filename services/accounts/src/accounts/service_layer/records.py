@@ -50,10 +50,6 @@ def contact_ref(contact: Contact) -> ContactRef:
     )
 
 
-def primary_contact(account: Account) -> Contact | None:
-    return next((c for c in account.contacts if c.is_primary), None)
-
-
 async def get_account(uow: UnitOfWork, account_id: int, *, for_update: bool = False) -> Account:
     """The account with its status, type, address, contacts and groups, or NotFound."""
     statement = select(Account).where(Account.id == account_id)
@@ -63,6 +59,12 @@ async def get_account(uow: UnitOfWork, account_id: int, *, for_update: bool = Fa
     if account is None:
         raise NotFound(f"account {account_id} not found")
     return account
+
+
+async def require_account(uow: UnitOfWork, account_id: int) -> None:
+    """NotFound unless the account exists (one indexed read, none of its relations)."""
+    if await uow.session.scalar(select(Account.id).where(Account.id == account_id)) is None:
+        raise NotFound(f"account {account_id} not found")
 
 
 async def get_status(uow: UnitOfWork, status_id: int) -> AccountStatus:

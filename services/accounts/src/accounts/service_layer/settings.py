@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
+from sqlalchemy import ColumnElement, Integer, and_, cast, or_, select
 
 from accounts.adapters.tables import AccountStatus, Setting
 from accounts.service_layer.records import get_status, status_by_name
@@ -11,6 +14,18 @@ from backhaul_kit.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 DISCONNECT_STATUS_SETTING = "disconnect_status_id"
+
+
+def configured_disconnect_status(status: Any) -> ColumnElement[bool]:
+    """A condition true of the disconnect status only (`status`: AccountStatus or an alias
+    of it): the configured one, or Inactive when none is configured. It lets a query that
+    needs the disconnect status join it instead of reading the setting first."""
+    configured = (
+        select(cast(Setting.value, Integer))
+        .where(Setting.key == DISCONNECT_STATUS_SETTING)
+        .scalar_subquery()
+    )
+    return or_(status.id == configured, and_(configured.is_(None), status.name == "Inactive"))
 
 
 async def disconnect_status(uow: UnitOfWork) -> AccountStatus:

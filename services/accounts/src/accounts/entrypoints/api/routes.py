@@ -201,7 +201,7 @@ async def change_account_status(
     account, _ = await accounts.change_status(
         uow, account_id, body.status_id, actor=actor, reason=body.reason
     )
-    return _account_out(await accounts.load_account(uow, account.id))
+    return _account_out(account)  # as changed: every relation is loaded, no read back
 
 
 @router.post(
