@@ -34,13 +34,44 @@ class Principal:
         return scope in self.scopes or ADMIN_SCOPE in self.scopes
 
 
+VERIFIED_TOKENS_KEPT = 1024
+"""How many distinct verified tokens a verifier remembers (the oldest is forgotten first)."""
+REVERIFY_AFTER_SECONDS = 300.0
+"""A remembered token is verified again after this long even if it has not expired, so a
+key the identity provider withdraws from its JWKS stops being honoured within minutes."""
+
+
 class TokenVerifier:
+    """Verifies bearer tokens, each distinct token once until it expires.
+
+    A client sends the same token with every request, and checking its signature and
+    claims again each time is a large share of a cheap request. A verified token's
+    principal is kept, keyed by the token string itself (so a changed token is a new
+    entry), until the token's `exp` or `REVERIFY_AFTER_SECONDS`, whichever comes first;
+    an invalid token is never kept. At most `VERIFIED_TOKENS_KEPT` are kept."""
+
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def verify(self, token: str) -> Principal:
         """The principal a valid token names; raises jwt.InvalidTokenError otherwise."""
+        now = time.time()
+        kept = self._verified.get(token)
+        if kept is not None:
+            principal, valid_until = kept
+            if now < valid_until:
+                return principal
+            del self._verified[token]
+        principal, expires_at = await self._decode(token)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]  # the oldest (insertion order)
+        self._verified[token] = (principal, min(expires_at, now + REVERIFY_AFTER_SECONDS))
+        return principal
+
+    async def _decode(self, token: str) -> tuple[Principal, float]:
+        """Verify the token fully; its principal and when it expires (`exp`, epoch seconds)."""
         if self._jwks is not None:
             signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
             key: Any = signing_key.key
@@ -58,7 +89,10 @@ class TokenVerifier:
         )
         raw = claims.get("scope", claims.get("scopes", []))
         scopes = raw.split() if isinstance(raw, str) else list(raw)
-        return Principal(subject=str(claims["sub"]), scopes=frozenset(scopes))
+        # PyJWT refuses a token once `exp` <= now (no leeway here), so it is valid while
+        # now < exp: the same test the cache applies.
+        principal = Principal(subject=str(claims["sub"]), scopes=frozenset(scopes))
+        return principal, float(claims["exp"])
 
 
 def _unauthorized(message: str) -> HTTPException:

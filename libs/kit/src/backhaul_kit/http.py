@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -12,10 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backhaul_kit.context import flow
 from backhaul_kit.db import DatabaseBusy
@@ -137,35 +136,65 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-class CorrelationMiddleware(BaseHTTPMiddleware):
-    """Takes the caller's X-Correlation-ID (or makes one) for everything the request emits."""
+# The request middlewares are plain ASGI callables, not BaseHTTPMiddleware: that one builds
+# a Request, a task group and a body stream per request and per middleware, which is most of
+# what an in-process request costs. These read the scope's raw headers and wrap `send`.
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        raw = request.headers.get(CORRELATION_HEADER)
+_CORRELATION_KEY = CORRELATION_HEADER.lower().encode("latin-1")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower-case, as ASGI servers give names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class CorrelationMiddleware:
+    """Takes the caller's X-Correlation-ID (or makes one) for everything the request emits,
+    and returns it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = _header(scope, _CORRELATION_KEY)
         try:
             correlation_id = UUID(raw) if raw else uuid4()
         except ValueError:
             correlation_id = uuid4()
+        value = str(correlation_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[CORRELATION_HEADER] = value
+            await send(message)
+
         with flow(correlation_id):
-            response = await call_next(request)
-        response.headers[CORRELATION_HEADER] = str(correlation_id)
-        return response
+            await self.app(scope, receive, send_with_id)
 
 
-class BodySizeLimitMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        super().__init__(app)
+class BodySizeLimitMiddleware:
+    """Refuses a request whose Content-Length exceeds `max_bytes`, with a JSON 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
         self.max_bytes = max_bytes
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_bytes:
-            return _error(413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
-        return await call_next(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = _header(scope, b"content-length")
+            if length and length.isdigit() and int(length) > self.max_bytes:
+                response = _error(
+                    413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class HeaderSizeLimitMiddleware:

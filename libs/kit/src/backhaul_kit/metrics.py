@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
-from fastapi import Request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import func, select
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backhaul_kit.db import Database
 from backhaul_kit.messaging.tables import outbox_messages
@@ -80,28 +79,54 @@ def metrics_response() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-class RequestMetricsMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: object, service: str) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
-        self.service = service
+_UNMEASURED = ("/metrics", "/healthz", "/readyz")
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+class RequestMetricsMiddleware:
+    """Counts requests and observes their latency by method, route template and status.
+
+    Plain ASGI (not BaseHTTPMiddleware, which costs a Request and a task group per request);
+    the status is read from the response's start message, 500 if none was sent."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+        # The labelled series, by (method, route, status): labels() takes a lock and builds
+        # a key on every call, and a service has a few dozen of these at most.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, method: str, template: str, status: int, seconds: float) -> None:
+        key = (method, template, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                HTTP_REQUESTS.labels(self.service, method, template, str(status)),
+                HTTP_LATENCY.labels(self.service, method, template),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_status)
         finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            if template not in ("/metrics", "/healthz", "/readyz"):
-                HTTP_REQUESTS.labels(self.service, request.method, template, str(status)).inc()
-                HTTP_LATENCY.labels(self.service, request.method, template).observe(
-                    time.perf_counter() - started
-                )
+            # The router writes the matched route into this same scope.
+            template = getattr(scope.get("route"), "path", "unmatched")
+            if template not in _UNMEASURED:
+                self._observe(scope["method"], template, status, time.perf_counter() - started)
 
 
 async def watch_outbox(service: str, db: Database, interval: float = 5.0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from accounts.adapters.tables import Account, Contact
-from accounts.service_layer.handlers import _log, contact_ref, get_account
+from accounts.service_layer.records import contact_ref, get_account, log_action
 from backhaul_contracts.events.accounts import ContactChanged
 from backhaul_kit.errors import Conflict, InvalidInput, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
@@ -56,7 +56,7 @@ async def add_contact(
         contact.message_categories = list(fields.get("message_categories") or [])
         uow.session.add(contact)
         await uow.session.flush()
-        _log(
+        log_action(
             uow,
             account.id,
             actor,
@@ -81,7 +81,7 @@ async def update_contact(
                 changes[key] = {"from": getattr(contact, key), "to": fields[key]}
                 setattr(contact, key, fields[key])
         if changes:
-            _log(uow, account.id, actor, "contact_updated", contact_id=contact.id, **changes)
+            log_action(uow, account.id, actor, "contact_updated", contact_id=contact.id, **changes)
             await _emit(uow, account, contact)
         return contact
 
@@ -99,7 +99,7 @@ async def make_primary(uow: UnitOfWork, account_id: int, contact_id: int, *, act
                 await uow.session.flush()  # one primary at any moment
                 await _emit(uow, account, other)
         contact.is_primary = True
-        _log(uow, account.id, actor, "primary_contact_changed", contact_id=contact.id)
+        log_action(uow, account.id, actor, "primary_contact_changed", contact_id=contact.id)
         await _emit(uow, account, contact)
         return contact
 
@@ -112,6 +112,8 @@ async def remove_contact(uow: UnitOfWork, account_id: int, contact_id: int, *, a
             raise Conflict("make another contact primary before removing the primary contact")
         if contact.is_primary and len(account.contacts) == 1:
             raise InvalidInput("an account's only contact cannot be removed; edit it instead")
-        _log(uow, account.id, actor, "contact_removed", contact_id=contact.id, name=contact.name)
+        log_action(
+            uow, account.id, actor, "contact_removed", contact_id=contact.id, name=contact.name
+        )
         await _emit(uow, account, contact, removed=True)
         await uow.session.delete(contact)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 
 from accounts.adapters.tables import Note, Task
-from accounts.service_layer.handlers import _log, get_account
+from accounts.service_layer.records import get_account, log_action
+from backhaul_kit.clock import now
 from backhaul_kit.errors import NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 
@@ -15,10 +16,10 @@ from backhaul_kit.unit_of_work import UnitOfWork
 async def add_note(uow: UnitOfWork, account_id: int, body: str, *, actor: str) -> Note:
     async with uow:
         await get_account(uow, account_id)
-        note = Note(account_id=account_id, body=body, author=actor, created_at=datetime.now(UTC))
+        note = Note(account_id=account_id, body=body, author=actor, created_at=now())
         uow.session.add(note)
         await uow.session.flush()
-        _log(uow, account_id, actor, "note_added", note_id=note.id)
+        log_action(uow, account_id, actor, "note_added", note_id=note.id)
         return note
 
 
@@ -51,11 +52,11 @@ async def add_task(
             due_at=due_at,
             completed=False,
             created_by=actor,
-            created_at=datetime.now(UTC),
+            created_at=now(),
         )
         uow.session.add(task)
         await uow.session.flush()
-        _log(uow, account_id, actor, "task_added", task_id=task.id, assignee=assignee)
+        log_action(uow, account_id, actor, "task_added", task_id=task.id, assignee=assignee)
         return task
 
 
@@ -85,8 +86,8 @@ async def update_task(
             raise NotFound(f"task {task_id} of account {account_id} not found")
         if completed is not None and completed != task.completed:
             task.completed = completed
-            task.completed_at = datetime.now(UTC) if completed else None
-            _log(
+            task.completed_at = now() if completed else None
+            log_action(
                 uow,
                 account_id,
                 actor,
@@ -94,7 +95,7 @@ async def update_task(
                 task_id=task.id,
             )
         if assign and assignee != task.assignee:
-            _log(
+            log_action(
                 uow,
                 account_id,
                 actor,

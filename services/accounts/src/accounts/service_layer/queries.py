@@ -14,7 +14,7 @@ from accounts.adapters.tables import (
     AccountType,
     Disconnection,
 )
-from accounts.service_layer.handlers import get_account
+from accounts.service_layer.records import require_account
 from backhaul_kit.unit_of_work import UnitOfWork
 
 
@@ -67,7 +67,7 @@ async def list_accounts(
 
 async def list_disconnections(uow: UnitOfWork, account_id: int) -> list[Disconnection]:
     async with uow:
-        await get_account(uow, account_id)
+        await require_account(uow, account_id)
         rows = await uow.session.scalars(
             select(Disconnection)
             .where(Disconnection.account_id == account_id)
@@ -87,7 +87,7 @@ async def list_logs(
     limit: int = 100,
 ) -> list[AccountLog]:
     async with uow:
-        await get_account(uow, account_id)
+        await require_account(uow, account_id)
         statement = select(AccountLog).where(AccountLog.account_id == account_id)
         if action:
             statement = statement.where(AccountLog.action == action)

@@ -8,13 +8,8 @@ from sqlalchemy import select
 
 from accounts.adapters.tables import Account, AccountGroup, AccountType, ServiceableAddress
 from accounts.domain.rules import creates_cycle
-from accounts.service_layer.handlers import (
-    NewAddress,
-    _claim_address,
-    _log,
-    address_value,
-    get_account,
-)
+from accounts.service_layer.accounts import NewAddress, claim_address
+from accounts.service_layer.records import address_value, get_account, log_action
 from backhaul_contracts.events.accounts import AccountUpdated
 from backhaul_kit.errors import Conflict, NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
@@ -100,7 +95,7 @@ async def update_account(
         if "serviceable_address" in fields:
             changes.update(await _move_address(uow, account, fields["serviceable_address"]))
         if changes:
-            _log(uow, account.id, actor, "account_updated", **changes)
+            log_action(uow, account.id, actor, "account_updated", **changes)
             await uow.session.flush()
             await uow.session.refresh(account)
             await _emit_updated(uow, account, sorted(changes))
@@ -136,7 +131,7 @@ async def _move_address(
         await uow.session.flush()
     claimed: ServiceableAddress | None = None
     if new is not None:
-        claimed = await _claim_address(uow, new, account.id)
+        claimed = await claim_address(uow, new, account.id)
         await uow.session.flush()
     after = address_value(claimed)
     if before == after:

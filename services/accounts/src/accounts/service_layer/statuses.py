@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import structlog
 from sqlalchemy import func, select
 
 from accounts.adapters.tables import Account, AccountStatus, Setting
 from accounts.domain.rules import SUGGESTED_STATUSES, normalise_colour
-from accounts.service_layer.handlers import DISCONNECT_STATUS_SETTING, announce_status, get_status
-from backhaul_contracts.events.accounts import AccountStatusDeleted
+from accounts.service_layer.records import get_status
+from accounts.service_layer.settings import DISCONNECT_STATUS_SETTING
+from backhaul_contracts.events.accounts import AccountStatusDefined, AccountStatusDeleted
 from backhaul_kit.announce import announce_once
+from backhaul_kit.clock import now
 from backhaul_kit.errors import Conflict
 from backhaul_kit.unit_of_work import UnitOfWork
 
@@ -19,6 +19,44 @@ log = structlog.get_logger(__name__)
 
 # Set once every status has been announced; a new value would announce them all again.
 CATALOGUE_ANNOUNCED_SETTING = "status_catalogue_announced"
+
+
+async def announce_status(uow: UnitOfWork, status: AccountStatus) -> None:
+    """Stage AccountStatusDefined: the status as it now is (written, so it has its id)."""
+    await uow.session.flush()
+    event = AccountStatusDefined(
+        status_id=status.id,
+        name=status.name,
+        activates_account=status.activates_account,
+        icon=status.icon,
+        colour=status.colour,
+        is_default=status.is_default,
+        defined_at=now(),
+    )
+    await uow.emit(event, subject=event.subject)
+
+
+async def create_status(
+    uow: UnitOfWork, *, name: str, activates_account: bool, icon: str, colour: str
+) -> AccountStatus:
+    """Add a custom account status; names are unique. Publishes AccountStatusDefined."""
+    async with uow:
+        colour = normalise_colour(colour)
+        taken = await uow.session.scalar(
+            select(func.count()).select_from(AccountStatus).where(AccountStatus.name == name)
+        )
+        if taken:
+            raise Conflict(f"an account status named {name!r} already exists")
+        status = AccountStatus(
+            name=name,
+            activates_account=activates_account,
+            icon=icon,
+            colour=colour,
+            is_default=False,
+        )
+        uow.session.add(status)
+        await announce_status(uow, status)
+        return status
 
 
 async def update_status(
@@ -79,9 +117,7 @@ async def delete_status(uow: UnitOfWork, status_id: int) -> None:
         setting = await uow.session.get(Setting, DISCONNECT_STATUS_SETTING)
         if setting is not None and int(setting.value) == status.id:
             raise Conflict(f"status {status.name!r} is the disconnect status in /settings")
-        deleted = AccountStatusDeleted(
-            status_id=status.id, name=status.name, deleted_at=datetime.now(UTC)
-        )
+        deleted = AccountStatusDeleted(status_id=status.id, name=status.name, deleted_at=now())
         await uow.session.delete(status)
         await uow.emit(deleted, subject=deleted.subject)
 

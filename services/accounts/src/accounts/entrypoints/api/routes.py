@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from accounts.adapters.tables import Disconnection
+from accounts.adapters.tables import Account, Disconnection
 from accounts.domain.rules import StepState, disconnect_progress, groups_label
 from accounts.entrypoints.api.schemas import (
     AccountIn,
@@ -38,13 +38,23 @@ from accounts.entrypoints.api.schemas import (
     TaskOut,
     TaskPatch,
 )
-from accounts.service_layer import contacts, handlers, notes, queries, relations, statuses
+from accounts.service_layer import (
+    account_types,
+    accounts,
+    contacts,
+    disconnections,
+    notes,
+    queries,
+    relations,
+    settings,
+    statuses,
+)
 from backhaul_kit.deps import ActorDep, UnitOfWorkDep
 
 router = APIRouter()
 
 
-def _account_out(account: handlers.Account) -> AccountOut:
+def _account_out(account: Account) -> AccountOut:
     address = account.serviceable_address
     return AccountOut(
         id=account.id,
@@ -93,7 +103,7 @@ async def list_account_statuses(uow: UnitOfWorkDep) -> list[StatusOut]:
 )
 async def create_account_status(body: StatusIn, uow: UnitOfWorkDep) -> StatusOut:
     """Add a custom status with its activates-account flag, icon and colour."""
-    created = await handlers.create_status(
+    created = await statuses.create_status(
         uow,
         name=body.name,
         activates_account=body.activates_account,
@@ -114,7 +124,7 @@ async def list_account_types(uow: UnitOfWorkDep) -> list[AccountTypeOut]:
 )
 async def create_account_type(body: AccountTypeIn, uow: UnitOfWorkDep) -> AccountTypeOut:
     """Add an account type (names are unique)."""
-    return AccountTypeOut.model_validate(await handlers.create_account_type(uow, body.name))
+    return AccountTypeOut.model_validate(await account_types.create_account_type(uow, body.name))
 
 
 @router.post("/accounts", response_model=AccountOut, status_code=201, tags=["accounts"])
@@ -122,7 +132,7 @@ async def create_account(
     body: AccountIn, uow: UnitOfWorkDep, actor: ActorDep, response: Response
 ) -> AccountOut:
     """Create an account, with an automatic or a specified id."""
-    command = handlers.CreateAccount(
+    command = accounts.CreateAccount(
         id=body.id,
         name=body.name,
         status_id=body.status_id,
@@ -130,20 +140,20 @@ async def create_account(
         parent_account_id=body.parent_account_id,
         billing_day=body.billing_day,
         serviceable_address=(
-            handlers.NewAddress(**body.serviceable_address.model_dump())
+            accounts.NewAddress(**body.serviceable_address.model_dump())
             if body.serviceable_address
             else None
         ),
         mailing_address=body.mailing_address.model_dump() if body.mailing_address else None,
         primary_contact=(
-            handlers.NewContact(**body.primary_contact.model_dump())
+            accounts.NewContact(**body.primary_contact.model_dump())
             if body.primary_contact
             else None
         ),
         custom_fields=body.custom_fields,
         group_ids=body.group_ids,
     )
-    account = await handlers.create_account(uow, command, actor=actor)
+    account = await accounts.create_account(uow, command, actor=actor)
     response.headers["Location"] = f"/accounts/{account.id}"
     return _account_out(account)
 
@@ -162,7 +172,7 @@ async def list_accounts(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AccountPage:
     """Accounts, filtered and paginated."""
-    accounts, total = await queries.list_accounts(
+    rows, total = await queries.list_accounts(
         uow,
         status_id=status_id,
         account_type_id=account_type_id,
@@ -173,14 +183,14 @@ async def list_accounts(
         offset=offset,
     )
     return AccountPage(
-        items=[_account_out(a) for a in accounts], total=total, limit=limit, offset=offset
+        items=[_account_out(a) for a in rows], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
 async def get_account(account_id: int, uow: UnitOfWorkDep) -> AccountOut:
     """One account with its status, address and contacts."""
-    return _account_out(await handlers.load_account(uow, account_id))
+    return _account_out(await accounts.load_account(uow, account_id))
 
 
 @router.post("/accounts/{account_id}/status", response_model=AccountOut, tags=["accounts"])
@@ -188,10 +198,10 @@ async def change_account_status(
     account_id: int, body: StatusChangeIn, uow: UnitOfWorkDep, actor: ActorDep
 ) -> AccountOut:
     """Move the account to another status; the same status is a no-op with no event."""
-    account, _ = await handlers.change_status(
+    account, _ = await accounts.change_status(
         uow, account_id, body.status_id, actor=actor, reason=body.reason
     )
-    return _account_out(await handlers.load_account(uow, account.id))
+    return _account_out(account)  # as changed: every relation is loaded, no read back
 
 
 @router.post(
@@ -209,7 +219,7 @@ async def disconnect_account(
     `GET /accounts/{id}/disconnections`.
     """
     body = body or DisconnectIn()
-    disconnection = await handlers.disconnect(
+    disconnection = await disconnections.disconnect(
         uow, account_id, actor=actor, proration=body.proration
     )
     return _disconnection_out(disconnection)
@@ -246,14 +256,14 @@ async def list_logs(
 async def get_settings(uow: UnitOfWorkDep) -> SettingsOut:
     """Account settings: the status a disconnect moves an account to."""
     return SettingsOut(
-        disconnect_status=StatusOut.model_validate(await handlers.get_disconnect_status(uow))
+        disconnect_status=StatusOut.model_validate(await settings.get_disconnect_status(uow))
     )
 
 
 @router.put("/settings", response_model=SettingsOut, tags=["settings"])
 async def put_settings(body: SettingsIn, uow: UnitOfWorkDep, actor: ActorDep) -> SettingsOut:
     """Change the disconnect status."""
-    chosen = await handlers.set_disconnect_status(uow, body.disconnect_status_id, actor=actor)
+    chosen = await settings.set_disconnect_status(uow, body.disconnect_status_id, actor=actor)
     return SettingsOut(disconnect_status=StatusOut.model_validate(chosen))
 
 
@@ -304,10 +314,10 @@ async def update_account(
     if "serviceable_address" in fields:
         address = body.serviceable_address
         fields["serviceable_address"] = (
-            handlers.NewAddress(**address.model_dump()) if address is not None else None
+            accounts.NewAddress(**address.model_dump()) if address is not None else None
         )
     await relations.update_account(uow, account_id, fields, actor=actor)
-    return _account_out(await handlers.load_account(uow, account_id))
+    return _account_out(await accounts.load_account(uow, account_id))
 
 
 @router.get("/accounts/{account_id}/children", response_model=list[AccountOut], tags=["accounts"])
@@ -319,7 +329,7 @@ async def list_children(account_id: int, uow: UnitOfWorkDep) -> list[AccountOut]
 @router.get("/accounts/{account_id}/contacts", response_model=list[ContactOut], tags=["contacts"])
 async def list_contacts(account_id: int, uow: UnitOfWorkDep) -> list[ContactOut]:
     """The account's contacts; exactly one is primary."""
-    account = await handlers.load_account(uow, account_id)
+    account = await accounts.load_account(uow, account_id)
     return [ContactOut.model_validate(c) for c in account.contacts]
 
 
