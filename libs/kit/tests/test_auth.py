@@ -3,7 +3,7 @@ one kept."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 import jwt
 import pytest
@@ -41,7 +41,7 @@ async def test_a_token_is_verified_once_then_remembered(verifier, monkeypatch) -
 async def test_a_remembered_token_is_refused_once_it_expires(verifier) -> None:
     token = issue_token(SECRET, ttl_seconds=1)
     await verifier.verify(token)
-    time.sleep(1.1)
+    await asyncio.sleep(1.1)
     with pytest.raises(jwt.ExpiredSignatureError):
         await verifier.verify(token)
 
