@@ -317,10 +317,14 @@ async def test_a_full_pool_refuses_and_released_addresses_come_back_lowest_first
 async def test_releases_racing_assignments_leave_the_search_start_right(local_service, ev):
     """Removals (which lower the pool's search start at commit) interleaved with next-free
     assignments (which raise it under the pool's lock): afterwards "next free" is still the
-    lowest free address, and no request failed (a lock-order deadlock would be a 500)."""
+    lowest free address, and no request failed (a lock-order deadlock would be a 500).
+
+    The pool has room for every assignment even if no removal lands first (20 held + 12 of
+    62): with a /27 (30 usable) the test raced on capacity too, and failed whenever two of
+    the assignments beat the removals to the account's lock."""
     runtime, client = local_service
     await ev.deliver(runtime, ev.created(61))
-    pool = await _post(client, "/ip-pools", {"name": "race", "cidr": "10.61.0.0/27"})
+    pool = await _post(client, "/ip-pools", {"name": "race", "cidr": "10.61.0.0/26"})
     held = [
         await _post(client, "/accounts/61/ip-assignments", {"pool_id": pool["id"]})
         for _ in range(20)
@@ -340,5 +344,5 @@ async def test_releases_racing_assignments_leave_the_search_start_right(local_se
     current = (await client.get("/accounts/61/ip-assignments")).json()
     addresses = [ipaddress.ip_network(a["address"]) for a in current]
     assert len(addresses) == len(set(addresses)) == 20 - len(doomed) + 12
-    expected = ipam.next_free(ipaddress.ip_network("10.61.0.0/27"), addresses)
+    expected = ipam.next_free(ipaddress.ip_network("10.61.0.0/26"), addresses)
     assert await _next_free(client, pool["id"]) == ipam.render(expected)

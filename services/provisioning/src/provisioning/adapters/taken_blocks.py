@@ -18,11 +18,11 @@ That walk is as long as the run of back-to-back blocks it starts in, which in a 
 in order is the whole pool. So the pool keeps `search_from`, below which every usable address
 is taken but for blocks released since; a released assignment is marked `pending_free`
 (indexed while it is). The walk starts at the lower of `search_from` and the lowest pending
-block. An assignment (under the pool's lock) raises `search_from` past what it has shown to be
-taken and clears the pending blocks below. A release writes only its own row, never the
-pool's, so it takes no lock in an order that could deadlock with an assignment or with a
-consumer batch releasing in several pools. Were the start ever too high, the search would
-hand out a free address that is not the lowest, never a taken one.
+block. An assignment (under the pool's lock) raises `search_from` past what it has shown to
+be taken and clears the pending marks of the blocks it covers. A release writes only its own
+row, never the pool's, so it takes no lock in an order that could deadlock with an
+assignment or with a consumer batch releasing in several pools. Were the start ever too
+high, the search would hand out a free address that is not the lowest, never a taken one.
 """
 
 from __future__ import annotations
@@ -121,8 +121,11 @@ async def assigned(
     under the pool's lock (PostgreSQL), or SQLite's single writer.
 
     When the block was the lowest free address, or it covers the start, nothing is free below
-    its end: the search start rises past it, and released blocks below it are taken again.
-    Otherwise only released blocks inside it (a move, a soft assignment replaced) are.
+    its end: the search start rises past it. Released blocks are marked taken again only
+    where the new block covers them: one released below it after this transaction searched
+    (PostgreSQL reads each statement afresh) is free, and clearing its mark would lose it
+    below the raised start, where no search looks (found by concurrent releases and
+    assignments: a pool answered "no free address" with addresses free).
     """
     first, last = ipam.unkey(keys.first), ipam.unkey(keys.last)
     taken_again = [
@@ -131,12 +134,10 @@ async def assigned(
         IpAssignment.range_last <= keys.last,
         # Implied by the line above; it lets SQLite seek its pending_free index.
         IpAssignment.range_first <= keys.last,
+        IpAssignment.range_first >= keys.first,
     ]
-    if lowest_free or first <= start <= last:
-        if (pool_row.search_from or "") < keys.after:
-            pool_row.search_from = keys.after
-    else:
-        taken_again.append(IpAssignment.range_first >= keys.first)
+    if (lowest_free or first <= start <= last) and (pool_row.search_from or "") < keys.after:
+        pool_row.search_from = keys.after
     await session.execute(
         update(IpAssignment)
         .where(*taken_again)
