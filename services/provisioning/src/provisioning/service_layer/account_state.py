@@ -132,10 +132,19 @@ async def read_state(uow: UnitOfWork, account_id: int, *, lock: bool = False) ->
 
 
 async def update_replica(
-    uow: UnitOfWork, account_id: int, values: dict[str, Any], now: datetime
-) -> AccountState:
+    uow: UnitOfWork,
+    account_id: int,
+    values: dict[str, Any],
+    now: datetime,
+    *,
+    unless: ColumnElement[bool] | None = None,
+) -> AccountState | None:
     """Set replica columns (and `updated_at`), starting the replica if no event named the
     account yet; returns its state after the change.
+
+    With `unless` (a condition on other rows, such as "this disconnection was released"),
+    nothing changes while it holds, and None is returned: the check rides in the UPDATE
+    instead of costing a statement of its own.
 
     On PostgreSQL the UPDATE holds the row to commit, as `lock_accounts` would, so the
     account is noted as locked and no later handler of the transaction locks it again.
@@ -149,18 +158,32 @@ async def update_replica(
         # An ORM object of the row (a handler's get) must see the change as the row does.
         .execution_options(synchronize_session="fetch")
     )
+    if unless is not None:
+        statement = statement.where(~unless)
     row = (await session.execute(statement)).one_or_none()
     if row is None:
+        # Rare: a first event of the account, or `unless` held.
+        if unless is not None and await session.scalar(select(unless)):
+            return None
         await session.execute(
             insert(AccountReplica).values(
                 **{"delinquent": False, **values}, account_id=account_id, updated_at=now
             )
         )
-        # Rare (once per account): read it back rather than guess what other rows exist.
+        # Read it back rather than guess what other rows exist.
         row = (await session.execute(statement)).one()
     if not uow.db.is_sqlite:
         session.info.setdefault(_LOCKED, set()).add(account_id)
     return _state(account_id, row)
+
+
+async def replica_changed(
+    uow: UnitOfWork, account_id: int, values: dict[str, Any], now: datetime
+) -> AccountState:
+    """`update_replica` with no condition: the state after the change."""
+    state = await update_replica(uow, account_id, values, now)
+    assert state is not None  # no `unless`, so always changed
+    return state
 
 
 def hand_over(uow: UnitOfWork, state: AccountState) -> None:

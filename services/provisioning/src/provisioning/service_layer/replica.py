@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, exists, insert
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import ReleasedIp, ServiceKind, StatusRef
@@ -37,7 +37,7 @@ from provisioning.adapters.tables import (
     UninventoriedMac,
     table_of,
 )
-from provisioning.service_layer.account_state import hand_over, update_replica
+from provisioning.service_layer.account_state import hand_over, replica_changed, update_replica
 from provisioning.service_layer.assignments import end_account_assignments
 from provisioning.service_layer.network import (
     reconcile,
@@ -65,7 +65,7 @@ async def on_account_created(event: AccountCreated, envelope: Envelope, uow: Uni
     """Start the account's replica with its status."""
     async with reconciling(uow):
         now = clock.now()
-        hand_over(uow, await update_replica(uow, event.account_id, _status(event.status), now))
+        hand_over(uow, await replica_changed(uow, event.account_id, _status(event.status), now))
         await reconcile(uow, event.account_id, now)
 
 
@@ -78,7 +78,7 @@ async def on_status_changed(
         values = _status(event.status)
         if event.status.activates_account:
             values["disconnected_at"] = None  # back in service (accounts does the same)
-        hand_over(uow, await update_replica(uow, event.account_id, values, now))
+        hand_over(uow, await replica_changed(uow, event.account_id, values, now))
         await reconcile(uow, event.account_id, now)
 
 
@@ -89,7 +89,7 @@ async def on_delinquency_changed(
     async with reconciling(uow):
         now = clock.now()
         hand_over(
-            uow, await update_replica(uow, event.account_id, {"delinquent": event.delinquent}, now)
+            uow, await replica_changed(uow, event.account_id, {"delinquent": event.delinquent}, now)
         )
         await reconcile(uow, event.account_id, now)
 
@@ -133,16 +133,10 @@ async def on_service_removed(
         await reconcile(uow, event.account_id, clock.now())
 
 
-async def _released_before(uow: UnitOfWork, disconnection_id: UUID) -> bool:
+def _released_before(uow: UnitOfWork, disconnection_id: UUID) -> bool:
+    """Released earlier in this transaction (its row is not written yet)."""
     pending: dict[UUID, dict[str, Any]] = uow.session.info.get(_RELEASES, {})
-    if disconnection_id in pending:  # earlier in this transaction, not written yet
-        return True
-    found = await uow.session.scalar(
-        select(NetworkRelease.disconnection_id).where(
-            NetworkRelease.disconnection_id == disconnection_id
-        )
-    )
-    return found is not None
+    return disconnection_id in pending
 
 
 async def _write_releases(uow: UnitOfWork) -> None:
@@ -163,12 +157,20 @@ async def on_account_disconnected(
     """
     async with reconciling(uow):
         session = uow.session
-        if await _released_before(uow, event.disconnection_id):
-            log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
-            return
         now = clock.now()
         values = {**_status(event.status), "disconnected_at": event.disconnected_at}
-        state = await update_replica(uow, event.account_id, values, now)
+        state = None
+        if not _released_before(uow, event.disconnection_id):
+            # Released in an earlier transaction: the replica's UPDATE checks it.
+            released_already = exists().where(
+                NetworkRelease.disconnection_id == event.disconnection_id
+            )
+            state = await update_replica(
+                uow, event.account_id, values, now, unless=released_already
+            )
+        if state is None:
+            log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
+            return
         ips, dhcp_removed = await end_account_assignments(
             uow, event.account_id, now, reason="disconnected"
         )
