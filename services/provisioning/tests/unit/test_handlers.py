@@ -283,3 +283,35 @@ async def test_a_consumer_batch_writes_the_feed_once_in_event_order(handlers, ev
         (4, suspended.id, "remove", "10.20.0.3"),
         (5, suspended.id, "add", "10.20.0.2"),
     ]
+
+
+async def test_a_disconnection_repeated_in_one_consumer_batch_is_released_once(handlers, ev):
+    # The release rows of a batch are written at its commit: a resend within the same batch
+    # must still find the first.
+    pool = await _call(handlers, pools.create_pool, name="p", cidr="10.20.0.0/24")
+    everyone = await _call(handlers, address_lists.create_address_list, name="all", rule={})
+    await _handle(handlers, ev.created(21))
+    command = assignments.AssignIp(account_id=21, pool_id=pool.id)
+    await _call(handlers, assignments.assign_ip, command, actor="test")
+    disconnection_id = uuid4()
+    twice = [ev.disconnected(21, disconnection_id), ev.disconnected(21, disconnection_id)]
+
+    outcomes = await handlers.runtime.consumer.process_batch(
+        [Record(topic="x", value=env.to_bytes(), offset=n) for n, env in enumerate(twice)]
+    )
+
+    assert outcomes == [Outcome.HANDLED] * 2
+    assert await _count(handlers, NetworkRelease) == 1
+    assert await _entries(handlers, everyone.id) == []
+    assert await _feed(handlers) == [
+        (1, everyone.id, "add", "10.20.0.1"),
+        (2, everyone.id, "remove", "10.20.0.1"),
+    ]
+    async with handlers.runtime.db.transaction() as session:
+        summary = await session.scalar(select(NetworkRelease.summary))
+    assert summary == {
+        "released_ips": ["10.20.0.1"],
+        "removed_list_entries": 1,
+        "removed_dhcp_reservations": 0,
+        "removed_radius_usernames": [],
+    }

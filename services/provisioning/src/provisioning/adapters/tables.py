@@ -7,7 +7,7 @@ them directly from this database; only this service writes them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import (
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     UniqueConstraint,
     text,
 )
@@ -29,6 +30,11 @@ from provisioning.domain import ipam
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, list[str]: JSON}
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class: for set-shaped statements that load no ORM objects."""
+    return cast(Table, model.__table__)
 
 
 # -- replicas of other services' data ---------------------------------------------------------

@@ -14,6 +14,7 @@ from backhaul_kit.errors import Conflict
 from backhaul_kit.unit_of_work import UnitOfWork
 from provisioning.adapters.tables import AddressList, AddressListEntry, IpAssignment
 from provisioning.domain.rules import MembershipRule
+from provisioning.service_layer.account_state import forget_rules
 from provisioning.service_layer.network import changing, get_address_list, reconcile_lists
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,7 @@ async def update_address_list(
 
 
 async def _refill(uow: UnitOfWork, address_list: AddressList, now: datetime) -> None:
+    forget_rules(uow)  # the rules read earlier in this transaction lack this list's
     holders = set(
         await uow.session.scalars(
             select(IpAssignment.account_id).where(IpAssignment.removed_at.is_(None))

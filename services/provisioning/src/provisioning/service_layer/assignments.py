@@ -11,7 +11,7 @@ from datetime import datetime
 from uuid import UUID, uuid4
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from backhaul_contracts.events import provisioning as events
@@ -24,6 +24,7 @@ from provisioning.adapters.tables import (
     IpAssignment,
     RadiusAccount,
     UninventoriedMac,
+    table_of,
 )
 from provisioning.domain import ipam
 from provisioning.domain.rules import AssigneeKind, normalise_mac, provisioning_of
@@ -235,6 +236,57 @@ async def end_assignment(
         subject=assignment.account_id,
     )
     return int(getattr(removed, "rowcount", 0) or 0)
+
+
+async def end_account_assignments(
+    uow: UnitOfWork, account_id: int, now: datetime, *, reason: str
+) -> tuple[list[events.IpReleased], int]:
+    """End every current assignment of the account (kept as history), as `end_assignment`
+    does one by one, in set-shaped statements; emits IpReleased for each, oldest first.
+
+    Returns the releases and how many DHCP reservations went. Temporary MACs are left to
+    the caller (a disconnect removes all of the account's at once). Core statements: the
+    caller holds no ORM object of these assignments.
+    """
+    table = table_of(IpAssignment)
+    ended = await uow.session.execute(
+        update(table)
+        .where(table.c.account_id == account_id, table.c.removed_at.is_(None))
+        # pending_free: what taken_blocks.freed marks.
+        .values(removed_at=now, removed_reason=reason, pending_free=True)
+        .returning(
+            table.c.id,
+            table.c.address,
+            table.c.pool_id,
+            table.c.assignee_kind,
+            table.c.assigned_at,
+        )
+    )
+    rows = sorted(ended.all(), key=lambda row: row.assigned_at)
+    dhcp = [
+        row.id for row in rows if provisioning_of(AssigneeKind(row.assignee_kind)).dhcp_reservation
+    ]
+    dhcp_removed = 0
+    if dhcp:  # reservations exist only for the kinds that make them
+        removed = await uow.session.execute(
+            delete(DhcpReservation).where(DhcpReservation.assignment_id.in_(dhcp))
+        )
+        dhcp_removed = int(getattr(removed, "rowcount", 0) or 0)
+    released = [
+        events.IpReleased(
+            account_id=account_id,
+            assignment_id=row.id,
+            address=row.address,
+            released_at=now,
+            pool_id=row.pool_id,
+            assignee_kind=row.assignee_kind,
+            reason=reason,
+        )
+        for row in rows
+    ]
+    for event in released:
+        await uow.emit(event, subject=account_id)
+    return released, dhcp_removed
 
 
 async def assign_ip(uow: UnitOfWork, command: AssignIp, *, actor: str) -> IpAssignment:

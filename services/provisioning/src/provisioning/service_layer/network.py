@@ -20,21 +20,22 @@ failed block noted in `session.info` is forgotten with its rollback.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from backhaul_contracts.events import provisioning as events
 from backhaul_kit import clock
 from backhaul_kit.errors import NotFound
 from backhaul_kit.unit_of_work import UnitOfWork
 from provisioning.adapters.tables import (
-    AccountDataService,
     AccountReplica,
     AddressList,
     AddressListChange,
@@ -44,18 +45,30 @@ from provisioning.adapters.tables import (
     IpPool,
     RadCheck,
     RadiusAccount,
-    RadiusGroup,
     RadReply,
     RadUserGroup,
+    table_of,
 )
 from provisioning.domain import ipam
 from provisioning.domain.rules import (
     AccountFacts,
     AssigneeKind,
-    MembershipRule,
     assignment_replies,
     provisioning_of,
 )
+from provisioning.service_layer.account_state import (
+    AccountState,
+    ListRule,
+    facts_of,
+    forget_handed_over,
+    forget_rules,
+    handed_over,
+    lock_accounts,
+    read_state,
+    rules_of,
+)
+
+__all__ = ["lock_accounts"]  # re-exported: the API handlers take their locks from here
 
 log = structlog.get_logger(__name__)
 
@@ -112,19 +125,7 @@ async def replica_for_update(uow: UnitOfWork, account_id: int) -> AccountReplica
 
 async def account_facts(uow: UnitOfWork, account_id: int) -> AccountFacts:
     """What the rules of lists and groups look at: status, delinquency, data services."""
-    replica = await uow.session.get(AccountReplica, account_id)
-    services = await uow.session.scalars(
-        select(AccountDataService.service_id).where(AccountDataService.account_id == account_id)
-    )
-    if replica is None:
-        return AccountFacts(status_id=None, activates=None)
-    return AccountFacts(
-        status_id=replica.status_id,
-        activates=replica.activates,
-        delinquent=replica.delinquent,
-        data_service_ids=frozenset(services.all()),
-        disconnected=replica.disconnected_at is not None,
-    )
+    return await facts_of(uow, await read_state(uow, account_id), await rules_of(uow))
 
 
 async def active_assignments(
@@ -179,18 +180,21 @@ async def write_feed(uow: UnitOfWork) -> None:
     if last is None:
         raise RuntimeError("the address-list feed counter is missing; run the migrations")
     first = int(last) - len(pending) + 1
-    uow.session.add_all(
-        AddressListChange(
-            seq=first + offset,
-            address_list_id=change.list_id,
-            action=change.action,
-            address=change.address,
-            account_id=change.account_id,
-            at=change.at,
-        )
-        for offset, change in enumerate(pending)
+    # One executemany of plain rows: no ORM object per change of a storm.
+    await uow.session.execute(
+        insert(table_of(AddressListChange)),
+        [
+            {
+                "seq": first + offset,
+                "address_list_id": change.list_id,
+                "action": change.action,
+                "address": change.address,
+                "account_id": change.account_id,
+                "at": change.at,
+            }
+            for offset, change in enumerate(pending)
+        ],
     )
-    await uow.session.flush()
 
 
 @asynccontextmanager
@@ -213,6 +217,9 @@ async def reconciling(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
         # Its row locks may be gone with a savepoint; re-taking one costs a query, no more.
         info.pop("locked_accounts", None)
         info.pop("locked_replicas", None)
+        # So may a list or group it changed, and the state it wrote.
+        forget_rules(uow)
+        forget_handed_over(uow)
         raise
 
 
@@ -222,31 +229,6 @@ async def changing(uow: UnitOfWork) -> AsyncIterator[UnitOfWork]:
     here (the handler owns it), with the feed written as its last step."""
     async with uow, reconciling(uow):
         yield uow
-
-
-async def lock_accounts(uow: UnitOfWork, *account_ids: int) -> None:
-    """Hold the accounts' replica rows (PostgreSQL) so their network state changes one at a time.
-
-    Without it an assignment could read a status that an event is just changing and put the
-    address on the old status's lists. Rows are taken in id order so two movers never
-    deadlock. SQLite needs nothing: its write transactions are already serial.
-    """
-    if uow.db.is_sqlite:
-        return
-    held: set[int] = uow.session.info.setdefault("locked_accounts", set())
-    wanted = sorted(set(account_ids) - held)
-    if not wanted:
-        return
-    locked = await uow.session.scalars(
-        select(AccountReplica)
-        .where(AccountReplica.account_id.in_(wanted))
-        .order_by(AccountReplica.account_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    # Keep them referenced: the identity map is weak, and a later get should not re-query.
-    uow.session.info.setdefault("locked_replicas", []).extend(locked.all())
-    held.update(wanted)
 
 
 # -- reconciliation: derived network state follows the sources of truth -----------------------
@@ -260,68 +242,97 @@ class ReconcileResult:
     entries_removed: int = 0
 
 
-async def reconcile_lists(
-    uow: UnitOfWork, account_id: int, now: datetime, *, only_list: AddressList | None = None
-) -> ReconcileResult:
-    """Make the account's address-list entries exactly what the lists' rules say."""
-    await lock_accounts(uow, account_id)
-    facts = await account_facts(uow, account_id)
-    lists = (
-        [only_list]
-        if only_list is not None
-        else list((await uow.session.scalars(select(AddressList).order_by(AddressList.id))).all())
+@dataclass(frozen=True)
+class Listed:
+    """A current assignment as the lists hold it."""
+
+    id: UUID
+    address: str
+
+
+async def listed_assignments(uow: UnitOfWork, account_id: int) -> list[Listed]:
+    """The account's current assignments that go on address lists, oldest first."""
+    rows = await uow.session.execute(
+        select(IpAssignment.id, IpAssignment.address, IpAssignment.assignee_kind)
+        .where(IpAssignment.account_id == account_id, IpAssignment.removed_at.is_(None))
+        .order_by(IpAssignment.assigned_at)
     )
-    assignments = [
-        a
-        for a in await active_assignments(uow, account_id=account_id)
-        if provisioning_of(AssigneeKind(a.assignee_kind)).address_list
+    return [
+        Listed(id, address)
+        for id, address, kind in rows
+        if provisioning_of(AssigneeKind(kind)).address_list
     ]
-    wanted = {
-        (lst.id, a.id): (lst, a)
-        for lst in lists
-        if MembershipRule.from_dict(lst.rule).matches(facts)
-        for a in assignments
-    }
-    statement = select(AddressListEntry).where(
-        AddressListEntry.account_id == account_id, AddressListEntry.valid_to.is_(None)
+
+
+_ENTRIES = table_of(AddressListEntry).c
+
+
+async def reconcile_lists(
+    uow: UnitOfWork,
+    account_id: int,
+    now: datetime,
+    *,
+    only_list: AddressList | None = None,
+    state: AccountState | None = None,
+    assignments: Sequence[Listed] | None = None,
+) -> ReconcileResult:
+    """Make the account's address-list entries exactly what the lists' rules say.
+
+    `state` (the account as a handler just wrote it) and `assignments` (its listed
+    assignments, when the handler knows them) spare their look-ups. Entries are ended and
+    added by set-shaped statements (no ORM object per entry): one UPDATE ... RETURNING for
+    the entries no rule wants any more, one INSERT ... ON CONFLICT DO NOTHING RETURNING for
+    the wanted ones (those already current are left alone by the partial unique index).
+    """
+    session = uow.session
+    await session.flush()  # the Core statements below do not flush the handler's changes
+    if state is None:
+        state = await read_state(uow, account_id, lock=True)
+    rules = await rules_of(uow)
+    facts = await facts_of(uow, state, rules)
+    lists = (ListRule.of(only_list),) if only_list is not None else rules.lists
+    matching = [lst for lst in lists if lst.rule.matches(facts)]
+    if not matching:
+        assignments = ()  # nothing is wanted: no need to know what is assigned
+    elif assignments is None:
+        assignments = await listed_assignments(uow, account_id)
+    wanted = [(lst, a) for lst in matching for a in assignments]
+    ended = (
+        update(table_of(AddressListEntry))
+        .where(_ENTRIES.account_id == account_id, _ENTRIES.valid_to.is_(None))
+        .values(valid_to=now)
+        .returning(_ENTRIES.id, _ENTRIES.address_list_id, _ENTRIES.address)
     )
     if only_list is not None:
-        statement = statement.where(AddressListEntry.address_list_id == only_list.id)
-    current = {
-        (e.address_list_id, e.assignment_id): e for e in await uow.session.scalars(statement)
-    }
-    names = {lst.id: lst.name for lst in lists}
+        ended = ended.where(_ENTRIES.address_list_id == only_list.id)
+    if wanted:
+        ended = ended.where(
+            tuple_(_ENTRIES.address_list_id, _ENTRIES.assignment_id).not_in(
+                [(lst.id, a.id) for lst, a in wanted]
+            )
+        )
+    names = {lst.id: lst.name for lst in (*rules.lists, *lists)}
     result = ReconcileResult()
-    for key, entry in sorted(current.items(), key=lambda item: item[1].id):
-        if key in wanted:
-            continue
-        entry.valid_to = now
-        record_change(uow, entry.address_list_id, "remove", entry.address, account_id, now)
-        name = names.get(entry.address_list_id)
+    # In entry order, as they were added: the feed and the events say it in that order.
+    for _, list_id, address in sorted((await session.execute(ended)).all()):
+        record_change(uow, list_id, "remove", address, account_id, now)
+        name = names.get(list_id)
         if name is None:
-            name = (await get_address_list(uow, entry.address_list_id)).name
+            name = (await get_address_list(uow, list_id)).name
         await uow.emit(
             events.AddressListEntryRemoved(
-                account_id=account_id,
-                address_list_id=entry.address_list_id,
-                address_list=name,
-                address=entry.address,
+                account_id=account_id, address_list_id=list_id, address_list=name, address=address
             ),
             subject=account_id,
         )
         result.entries_removed += 1
-    for key, (lst, assignment) in wanted.items():
-        if key in current:
-            continue
-        uow.session.add(
-            AddressListEntry(
-                address_list_id=lst.id,
-                assignment_id=assignment.id,
-                account_id=account_id,
-                address=assignment.address,
-                valid_from=now,
-            )
-        )
+    if not wanted:
+        return result
+    inserted = await session.execute(_add_entries(uow, account_id, wanted, now))
+    added = {(list_id, assignment_id) for list_id, assignment_id in inserted}
+    for lst, assignment in wanted:
+        if (lst.id, assignment.id) not in added:
+            continue  # already on the list
         record_change(uow, lst.id, "add", assignment.address, account_id, now)
         await uow.emit(
             events.AddressListEntryAdded(
@@ -333,21 +344,50 @@ async def reconcile_lists(
             subject=account_id,
         )
         result.entries_added += 1
-    await uow.session.flush()
     return result
 
 
-async def sync_radius_user(uow: UnitOfWork, radius_account: RadiusAccount) -> None:
+def _add_entries(
+    uow: UnitOfWork, account_id: int, wanted: Sequence[tuple[ListRule, Listed]], now: datetime
+) -> Any:
+    """Insert the wanted entries that are not current yet, returning those it inserted."""
+    dialect_insert = sqlite.insert if uow.db.is_sqlite else postgresql.insert
+    rows = [
+        {
+            "address_list_id": lst.id,
+            "assignment_id": assignment.id,
+            "account_id": account_id,
+            "address": assignment.address,
+            "valid_from": now,
+        }
+        for lst, assignment in wanted
+    ]
+    return (
+        dialect_insert(table_of(AddressListEntry))
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=["address_list_id", "assignment_id"],
+            index_where=_ENTRIES.valid_to.is_(None),
+        )
+        .returning(_ENTRIES.address_list_id, _ENTRIES.assignment_id)
+    )
+
+
+async def sync_radius_user(
+    uow: UnitOfWork, radius_account: RadiusAccount, facts: AccountFacts | None = None
+) -> None:
     """Rewrite one RADIUS user's radcheck, radreply and radusergroup rows from the source.
 
     A deleted RADIUS account, or one of a disconnected account, has no rows at all, so
-    FreeRADIUS rejects it.
+    FreeRADIUS rejects it. `facts` (the account's, when the caller has them) spares a read.
     """
     username = radius_account.username
     session = uow.session
     for table in (RadCheck, RadReply, RadUserGroup):
         await session.execute(delete(table).where(table.username == username))
-    facts = await account_facts(uow, radius_account.account_id)
+    rules = await rules_of(uow)
+    if facts is None:
+        facts = await facts_of(uow, await read_state(uow, radius_account.account_id), rules)
     if radius_account.deleted_at is not None or facts.disconnected:
         return
     session.add(
@@ -367,33 +407,46 @@ async def sync_radius_user(uow: UnitOfWork, radius_account: RadiusAccount) -> No
         session.add(
             RadReply(username=username, attribute=reply.attribute, op=reply.op, value=reply.value)
         )
-    groups = await session.scalars(
-        select(RadiusGroup).order_by(RadiusGroup.priority, RadiusGroup.id)
-    )
-    for group in groups:
-        if MembershipRule.from_dict(group.rule).matches(facts):
+    for group in rules.groups:
+        if group.rule.matches(facts):
             session.add(
                 RadUserGroup(username=username, groupname=group.name, priority=group.priority)
             )
     await session.flush()
 
 
-async def reconcile_radius(uow: UnitOfWork, account_id: int) -> list[str]:
-    """Rewrite the FreeRADIUS rows of the account's RADIUS logins; returns their usernames."""
-    radius_accounts = await uow.session.scalars(
-        select(RadiusAccount).where(
-            RadiusAccount.account_id == account_id, RadiusAccount.deleted_at.is_(None)
+async def reconcile_radius(
+    uow: UnitOfWork, account_id: int, *, state: AccountState | None = None
+) -> list[str]:
+    """Rewrite the FreeRADIUS rows of the account's RADIUS logins; returns their usernames.
+
+    With the account's `state` (a handler's), an account without logins costs no statement.
+    """
+    if state is not None and not state.radius_logins:
+        return []
+    radius_accounts = (
+        await uow.session.scalars(
+            select(RadiusAccount).where(
+                RadiusAccount.account_id == account_id, RadiusAccount.deleted_at.is_(None)
+            )
         )
-    )
+    ).all()
+    if not radius_accounts:
+        return []
+    facts = await facts_of(uow, state or await read_state(uow, account_id), await rules_of(uow))
     usernames = []
     for radius_account in radius_accounts:
-        await sync_radius_user(uow, radius_account)
+        await sync_radius_user(uow, radius_account, facts)
         usernames.append(radius_account.username)
     return usernames
 
 
 async def reconcile(uow: UnitOfWork, account_id: int, now: datetime) -> ReconcileResult:
-    """Bring the account's list entries and FreeRADIUS rows in line with its sources."""
-    result = await reconcile_lists(uow, account_id, now)
-    await reconcile_radius(uow, account_id)
+    """Bring the account's list entries and FreeRADIUS rows in line with its sources.
+
+    The account's state is the one its handler just wrote and handed over (`hand_over`),
+    or read here."""
+    state = handed_over(uow, account_id) or await read_state(uow, account_id, lock=True)
+    result = await reconcile_lists(uow, account_id, now, state=state)
+    await reconcile_radius(uow, account_id, state=state)
     return result

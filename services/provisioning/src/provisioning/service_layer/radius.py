@@ -20,6 +20,7 @@ from provisioning.domain.rules import (
     rate_limit_attributes,
     reply_attribute,
 )
+from provisioning.service_layer.account_state import forget_rules
 from provisioning.service_layer.assignments import end_assignment
 from provisioning.service_layer.network import (
     changing,
@@ -84,6 +85,7 @@ def _attributes(raw: Sequence[dict[str, str]]) -> list[ReplyAttribute]:
 
 
 async def _write_group_replies(uow: UnitOfWork, group: RadiusGroup) -> None:
+    forget_rules(uow)  # every change of a group comes here: the cached rules are stale
     await uow.session.execute(delete(RadGroupReply).where(RadGroupReply.groupname == group.name))
     for attribute in _attributes(group.attributes):
         uow.session.add(

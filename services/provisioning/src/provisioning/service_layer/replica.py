@@ -10,10 +10,11 @@ to the consumer, which replays the batch one event at a time, so none needs a sa
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import structlog
-from sqlalchemy import delete
+from sqlalchemy import delete, exists, insert
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import ReleasedIp, ServiceKind, StatusRef
@@ -32,13 +33,13 @@ from backhaul_kit import clock
 from backhaul_kit.unit_of_work import UnitOfWork
 from provisioning.adapters.tables import (
     AccountDataService,
-    AccountReplica,
     NetworkRelease,
     UninventoriedMac,
+    table_of,
 )
-from provisioning.service_layer.assignments import end_assignment
+from provisioning.service_layer.account_state import hand_over, replica_changed, update_replica
+from provisioning.service_layer.assignments import end_account_assignments
 from provisioning.service_layer.network import (
-    active_assignments,
     reconcile,
     reconcile_lists,
     reconcile_radius,
@@ -49,21 +50,22 @@ from provisioning.service_layer.radius import ensure_service_group
 
 log = structlog.get_logger(__name__)
 
+_RELEASES = "network_releases"
 
-def _set_status(replica: AccountReplica, status: StatusRef, now: datetime) -> None:
-    replica.status_id = status.id
-    replica.status_name = status.name
-    replica.activates = status.activates_account
-    replica.updated_at = now
+
+def _status(status: StatusRef) -> dict[str, Any]:
+    return {
+        "status_id": status.id,
+        "status_name": status.name,
+        "activates": status.activates_account,
+    }
 
 
 async def on_account_created(event: AccountCreated, envelope: Envelope, uow: UnitOfWork) -> None:
     """Start the account's replica with its status."""
     async with reconciling(uow):
         now = clock.now()
-        replica = await replica_for_update(uow, event.account_id)
-        _set_status(replica, event.status, now)
-        await uow.session.flush()
+        hand_over(uow, await replica_changed(uow, event.account_id, _status(event.status), now))
         await reconcile(uow, event.account_id, now)
 
 
@@ -73,11 +75,10 @@ async def on_status_changed(
     """Entries and RADIUS groups follow the new status."""
     async with reconciling(uow):
         now = clock.now()
-        replica = await replica_for_update(uow, event.account_id)
-        _set_status(replica, event.status, now)
+        values = _status(event.status)
         if event.status.activates_account:
-            replica.disconnected_at = None  # back in service (accounts does the same)
-        await uow.session.flush()
+            values["disconnected_at"] = None  # back in service (accounts does the same)
+        hand_over(uow, await replica_changed(uow, event.account_id, values, now))
         await reconcile(uow, event.account_id, now)
 
 
@@ -87,10 +88,9 @@ async def on_delinquency_changed(
     """Lists and groups with a delinquency rule follow billing's verdict."""
     async with reconciling(uow):
         now = clock.now()
-        replica = await replica_for_update(uow, event.account_id)
-        replica.delinquent = event.delinquent
-        replica.updated_at = now
-        await uow.session.flush()
+        hand_over(
+            uow, await replica_changed(uow, event.account_id, {"delinquent": event.delinquent}, now)
+        )
         await reconcile(uow, event.account_id, now)
 
 
@@ -133,6 +133,19 @@ async def on_service_removed(
         await reconcile(uow, event.account_id, clock.now())
 
 
+def _released_before(uow: UnitOfWork, disconnection_id: UUID) -> bool:
+    """Released earlier in this transaction (its row is not written yet)."""
+    pending: dict[UUID, dict[str, Any]] = uow.session.info.get(_RELEASES, {})
+    return disconnection_id in pending
+
+
+async def _write_releases(uow: UnitOfWork) -> None:
+    """The transaction's NetworkRelease rows in one statement, before it commits."""
+    pending: dict[UUID, dict[str, Any]] = uow.session.info.pop(_RELEASES, {})
+    if pending:
+        await uow.session.execute(insert(table_of(NetworkRelease)), list(pending.values()))
+
+
 async def on_account_disconnected(
     event: AccountDisconnected, envelope: Envelope, uow: UnitOfWork
 ) -> None:
@@ -144,43 +157,47 @@ async def on_account_disconnected(
     """
     async with reconciling(uow):
         session = uow.session
-        if await session.get(NetworkRelease, event.disconnection_id) is not None:
+        now = clock.now()
+        values = {**_status(event.status), "disconnected_at": event.disconnected_at}
+        state = None
+        if not _released_before(uow, event.disconnection_id):
+            # Released in an earlier transaction: the replica's UPDATE checks it.
+            released_already = exists().where(
+                NetworkRelease.disconnection_id == event.disconnection_id
+            )
+            state = await update_replica(
+                uow, event.account_id, values, now, unless=released_already
+            )
+        if state is None:
             log.info("network_release_repeated", disconnection_id=str(event.disconnection_id))
             return
-        now = clock.now()
-        replica = await replica_for_update(uow, event.account_id)
-        _set_status(replica, event.status, now)
-        replica.disconnected_at = event.disconnected_at
-        await session.flush()
-        released: list[ReleasedIp] = []
-        dhcp_removed = 0
-        for assignment in await active_assignments(uow, account_id=event.account_id):
-            dhcp_removed += await end_assignment(uow, assignment, now, reason="disconnected")
-            released.append(
-                ReleasedIp(
-                    assignment_id=assignment.id,
-                    address=assignment.address,
-                    pool_id=assignment.pool_id,
-                )
-            )
-        await session.execute(
-            delete(UninventoriedMac).where(UninventoriedMac.account_id == event.account_id)
+        ips, dhcp_removed = await end_account_assignments(
+            uow, event.account_id, now, reason="disconnected"
         )
-        result = await reconcile_lists(uow, event.account_id, now)
-        usernames = await reconcile_radius(uow, event.account_id)
-        session.add(
-            NetworkRelease(
-                disconnection_id=event.disconnection_id,
-                account_id=event.account_id,
-                released_at=now,
-                summary={
-                    "released_ips": [ip.address for ip in released],
-                    "removed_list_entries": result.entries_removed,
-                    "removed_dhcp_reservations": dhcp_removed,
-                    "removed_radius_usernames": usernames,
-                },
+        released = [
+            ReleasedIp(assignment_id=ip.assignment_id, address=ip.address, pool_id=ip.pool_id)
+            for ip in ips
+        ]
+        if state.uninventoried_macs:
+            await session.execute(
+                delete(UninventoriedMac).where(UninventoriedMac.account_id == event.account_id)
             )
-        )
+        # Nothing is assigned any more, and a disconnected account is on no list.
+        result = await reconcile_lists(uow, event.account_id, now, state=state, assignments=())
+        usernames = await reconcile_radius(uow, event.account_id, state=state)
+        # Written with the transaction's others in one statement (`_write_releases`).
+        session.info.setdefault(_RELEASES, {})[event.disconnection_id] = {
+            "disconnection_id": event.disconnection_id,
+            "account_id": event.account_id,
+            "released_at": now,
+            "summary": {
+                "released_ips": [ip.address for ip in released],
+                "removed_list_entries": result.entries_removed,
+                "removed_dhcp_reservations": dhcp_removed,
+                "removed_radius_usernames": usernames,
+            },
+        }
+        uow.before_commit(_write_releases)
         await uow.emit(
             events.AccountNetworkReleased(
                 account_id=event.account_id,
