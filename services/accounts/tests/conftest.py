@@ -4,17 +4,16 @@ from accounts.adapters.tables import Setting
 from accounts.bootstrap import bootstrap
 from accounts.config import AccountsSettings
 from accounts.service_layer.statuses import CATALOGUE_ANNOUNCED_SETTING
-from backhaul_kit.testing import eventually, running
+from backhaul_kit.testing import eventually, on_test_broker, running
 
 
 @pytest.fixture
 def settings(database_url, kafka_bootstrap, topic_prefix) -> AccountsSettings:
-    return AccountsSettings(
+    return on_test_broker(
+        AccountsSettings,
         database_url=database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_topic_partitions=2,
-        consumer_retry_backoff_seconds=0.01,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
     )
 
 

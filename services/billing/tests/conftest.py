@@ -3,23 +3,18 @@ from pathlib import Path
 
 import pytest
 
-from backhaul_kit.testing import Handlers, handlers_on, running
+from backhaul_kit.testing import Handlers, handlers_on, on_test_broker, running, without_broker
 from billing.bootstrap import bootstrap
 from billing.config import BillingSettings
-
-# Where no broker listens: a fixture on it that reached for Kafka would fail, not hang on
-# a developer's local broker.
-NO_BROKER = "127.0.0.1:9"
 
 
 @pytest.fixture
 def settings(database_url, kafka_bootstrap, topic_prefix) -> BillingSettings:
-    return BillingSettings(
+    return on_test_broker(
+        BillingSettings,
         database_url=database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_topic_partitions=2,
-        consumer_retry_backoff_seconds=0.01,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
     )
 
 
@@ -32,9 +27,7 @@ async def service(settings):
 
 def no_broker_settings(database_url: str) -> BillingSettings:
     """Billing on `database_url` with no Kafka: no topics are created and no worker runs."""
-    return BillingSettings(
-        database_url=database_url, kafka_bootstrap_servers=NO_BROKER, kafka_create_topics=False
-    )
+    return without_broker(BillingSettings, database_url)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 
 from backhaul_devstack.smtp_sink import MailSink
-from backhaul_kit.testing import running
+from backhaul_kit.testing import on_test_broker, running
 from notifications.bootstrap import bootstrap
 from notifications.config import NotificationsSettings
 
@@ -16,12 +16,11 @@ def mail_sink(request, tmp_path):
 
 @pytest.fixture
 def settings(database_url, kafka_bootstrap, topic_prefix, mail_sink) -> NotificationsSettings:
-    return NotificationsSettings(
+    return on_test_broker(
+        NotificationsSettings,
         database_url=database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_topic_partitions=2,
-        consumer_retry_backoff_seconds=0.01,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
         smtp_host="127.0.0.1",
         smtp_port=mail_sink.controller.port,
         staff_email="noc@isp.example",

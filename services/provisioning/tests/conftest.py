@@ -26,19 +26,18 @@ from backhaul_contracts.events.billing import (
     AccountServiceRemoved,
 )
 from backhaul_kit.messaging.consumer import Outcome, Record
-from backhaul_kit.testing import Handlers, handlers_on, running
+from backhaul_kit.testing import Handlers, handlers_on, on_test_broker, running, without_broker
 from provisioning.bootstrap import bootstrap
 from provisioning.config import ProvisioningSettings
 
 
 @pytest.fixture
 def settings(database_url, kafka_bootstrap, topic_prefix) -> ProvisioningSettings:
-    return ProvisioningSettings(
+    return on_test_broker(
+        ProvisioningSettings,
         database_url=database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_topic_partitions=2,
-        consumer_retry_backoff_seconds=0.01,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
     )
 
 
@@ -53,10 +52,9 @@ async def service(settings):
 def no_kafka(database_url: str) -> ProvisioningSettings:
     """Settings that never reach a broker: no topics are created, and nothing listens on
     the bootstrap address (events stay in the outbox)."""
-    return ProvisioningSettings(
-        database_url=database_url,
-        kafka_bootstrap_servers="127.0.0.1:1",
-        kafka_create_topics=False,
+    return without_broker(
+        ProvisioningSettings,
+        database_url,
         kafka_topic_prefix="t.",
         consumer_retry_backoff_seconds=0.01,
     )

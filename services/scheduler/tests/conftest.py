@@ -2,23 +2,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from backhaul_kit.testing import Handlers, handlers_on, running
+from backhaul_kit.testing import Handlers, handlers_on, on_test_broker, running, without_broker
 from scheduler.bootstrap import bootstrap
 from scheduler.config import SchedulerSettings
-
-# Settings of a scheduler that never reaches a broker: nothing listens on the discard port,
-# and topics are not created. Tests on them call handlers or the consumer directly.
-NO_KAFKA = {"kafka_bootstrap_servers": "127.0.0.1:9", "kafka_create_topics": False}
 
 
 @pytest.fixture
 def settings(database_url, kafka_bootstrap, topic_prefix) -> SchedulerSettings:
-    return SchedulerSettings(
+    return on_test_broker(
+        SchedulerSettings,
         database_url=database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        kafka_topic_partitions=2,
-        consumer_retry_backoff_seconds=0.01,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
         firing_interval_seconds=0.05,
     )
 
@@ -34,7 +29,7 @@ async def service(settings):
 def settings_without_bus(database_url) -> SchedulerSettings:
     """`settings` on each kind of database, with no broker: for tests that feed events to
     the consumer themselves or call handlers directly."""
-    return SchedulerSettings(database_url=database_url, **NO_KAFKA)
+    return without_broker(SchedulerSettings, database_url)
 
 
 @pytest.fixture
@@ -48,8 +43,6 @@ async def service_without_bus(settings_without_bus):
 @pytest.fixture
 async def handlers(tmp_path) -> AsyncIterator[Handlers]:
     """The scheduler's handlers on a migrated SQLite database, no broker: rule-level tests."""
-    settings = SchedulerSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/scheduler.db", **NO_KAFKA
-    )
+    settings = without_broker(SchedulerSettings, f"sqlite+aiosqlite:///{tmp_path}/scheduler.db")
     async with handlers_on(bootstrap(settings)) as on:
         yield on

@@ -13,11 +13,42 @@ from aiokafka import AIOKafkaConsumer
 
 from backhaul_contracts import Envelope, Event, decode
 from backhaul_kit.auth import issue_token
-from backhaul_kit.config import Role
+from backhaul_kit.config import Role, ServiceSettings
 from backhaul_kit.runtime import ServiceRuntime
 from backhaul_kit.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+NO_BROKER: dict[str, Any] = {"kafka_bootstrap_servers": "127.0.0.1:9", "kafka_create_topics": False}
+"""Settings of a service that never reaches a broker: nothing listens on the discard port (a
+test that reached for Kafka fails instead of finding a developer's broker), and no topics
+are created. Tests on them call handlers or the consumer directly."""
+
+
+def on_test_broker(
+    settings: type[SettingsT],
+    *,
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    **extra: Any,
+) -> SettingsT:
+    """A service's settings for a test on the run's broker: the test's own topic prefix, two
+    partitions, and retries fast enough for a test."""
+    return settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_prefix=topic_prefix,
+        kafka_topic_partitions=2,
+        consumer_retry_backoff_seconds=0.01,
+        **extra,
+    )
+
+
+def without_broker(settings: type[SettingsT], database_url: str, **extra: Any) -> SettingsT:
+    """A service's settings on `database_url` that never reach a broker (`NO_BROKER`)."""
+    return settings(database_url=database_url, **{**NO_BROKER, **extra})
 
 
 def bearer(
