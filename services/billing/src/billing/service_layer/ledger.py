@@ -65,9 +65,29 @@ async def get_invoice(uow: UnitOfWork, invoice_id: int) -> Invoice:
     return await uow.get(Invoice, invoice_id, not_found=f"invoice {invoice_id} not found")
 
 
+SETTINGS_CACHE = "billing_settings"
+"""The key in `session.info` under which a transaction keeps the global settings."""
+
+
 async def setting(uow: UnitOfWork, key: str) -> str:
-    row = await uow.session.get(Setting, key)
-    return row.value if row is not None else rules.DEFAULT_SETTINGS[key]
+    """A global setting's stored value, else its default.
+
+    All of them are read with one query, once per transaction (the session's `info` dies
+    with it): a missing row (a default) is no row to find in the identity map, so a
+    consumer batch would otherwise ask again for every event. `update_settings` drops the
+    cache when it writes."""
+    cached: dict[str, str] | None = uow.session.info.get(SETTINGS_CACHE)
+    if cached is None:
+        rows = await uow.session.execute(select(Setting.key, Setting.value))
+        cached = dict(rules.DEFAULT_SETTINGS)
+        cached.update({k: v for k, v in rows.all()})
+        uow.session.info[SETTINGS_CACHE] = cached
+    return cached[key]
+
+
+def forget_settings(uow: UnitOfWork) -> None:
+    """Drop the transaction's cached settings (after writing one)."""
+    uow.session.info.pop(SETTINGS_CACHE, None)
 
 
 async def global_proration(uow: UnitOfWork) -> Proration:

@@ -1,0 +1,303 @@
+"""The final invoice of a disconnect (seed 004), written with a handful of statements.
+
+A disconnect storm brings hundreds of these per consumer batch, so the path reads each
+thing once (the account with the "already invoiced?" answer, its services, its open ledger
+lines) and writes with Core statements instead of ORM add + flush + refresh: the invoice
+(RETURNING its id), its number, its credit lines in one insert, its debits in one update.
+The ORM objects it still uses (the account, its services) are changed before the ledger
+read, whose autoflush writes them; nothing ORM-held changes after that, and the Core
+writes tell the objects the session already holds what they wrote (`sync`).
+
+A building block of `replica.on_account_disconnected`: it runs in the consumer's open unit
+of work and never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple, cast
+from uuid import UUID
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
+
+from backhaul_contracts.common import Proration
+from backhaul_contracts.events import billing as events
+from backhaul_kit.clock import now
+from backhaul_kit.unit_of_work import UnitOfWork
+from billing.adapters.tables import BillingAccount, CreditApplication, Invoice, Transaction
+from billing.domain import rules
+from billing.domain.billing_plan import draft_invoice
+from billing.domain.rules import ZERO, TransactionType
+from billing.service_layer import ledger
+from billing.service_layer.recurring import UnusedCredit
+
+INVOICES = cast(Table, Invoice.__table__)
+TRANSACTIONS = cast(Table, Transaction.__table__)
+APPLICATIONS = cast(Table, CreditApplication.__table__)
+CENT = Decimal("0.01")
+CREDIT_TYPES = [t.value for t in rules.CREDIT_TYPES]
+
+
+class OpenLine(NamedTuple):
+    """An uninvoiced debit, or a credit with something left to apply (`left`)."""
+
+    id: int
+    type: str
+    total: Decimal
+    left: Decimal
+
+
+class FinalInvoice(NamedTuple):
+    id: int
+    number: str
+    total: Decimal
+
+
+async def account_and_invoice(
+    uow: UnitOfWork, account_id: int, disconnection_id: UUID
+) -> tuple[BillingAccount | None, int | None]:
+    """The account (row-locked on PostgreSQL: the ledger lines it is about to invoice must
+    not move under it) and the id of the invoice this disconnection already has, in one
+    query. Without the account, the invoice is looked for on its own (it may be anyone's)."""
+    existing = (
+        select(Invoice.id).where(Invoice.disconnection_id == disconnection_id).scalar_subquery()
+    )
+    statement = select(BillingAccount, existing).where(BillingAccount.id == account_id)
+    if not uow.db.is_sqlite:
+        # SQLite's BEGIN IMMEDIATE already serialises writers.
+        statement = statement.with_for_update(of=BillingAccount)
+    row = (await uow.session.execute(statement)).one_or_none()
+    if row is not None:
+        return row[0], row[1]
+    invoice_id = await uow.session.scalar(
+        select(Invoice.id).where(Invoice.disconnection_id == disconnection_id)
+    )
+    return None, invoice_id
+
+
+async def open_lines(uow: UnitOfWork, account_id: int) -> list[OpenLine]:
+    """The account's uninvoiced debits and its credits with something left to apply, oldest
+    first, in one query. Selecting mapped columns autoflushes what the handler changed."""
+    applied = (
+        select(func.coalesce(func.sum(CreditApplication.amount), 0))
+        .where(
+            CreditApplication.credit_id == Transaction.id,
+            CreditApplication.removed_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    rows = await uow.session.execute(
+        select(Transaction.id, Transaction.type, Transaction.amount, Transaction.tax, applied)
+        .where(
+            Transaction.account_id == account_id,
+            Transaction.invoice_id.is_(None),
+            or_(
+                Transaction.type == TransactionType.DEBIT.value,
+                and_(Transaction.type.in_(CREDIT_TYPES), Transaction.reversed.is_(False)),
+            ),
+        )
+        .order_by(Transaction.id)
+    )
+    lines = []
+    for id_, type_, amount, tax, used in rows.all():
+        total = amount + tax
+        left = total - Decimal(used or 0).quantize(CENT)
+        if type_ == TransactionType.DEBIT.value or left > 0:
+            lines.append(OpenLine(id_, type_, total, left))
+    return lines
+
+
+def _credit_row(
+    account: BillingAccount, credit: UnusedCredit, actor: str, moment: datetime
+) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "type": TransactionType.DISCOUNT.value,
+        "amount": credit.amount,
+        "tax": credit.tax,
+        "tax_rate": credit.tax_rate,
+        "currency": account.currency,
+        "description": credit.description,
+        "service_id": credit.service_id,
+        "account_service_id": credit.account_service_id,
+        "quantity": credit.quantity,
+        "period_start": credit.period_start,
+        "period_end": credit.period_end,
+        "invoice_id": None,
+        "created_at": moment,
+        "created_by": actor,
+    }
+
+
+class FittedCredits(NamedTuple):
+    rows: list[dict[str, Any]]  # transaction rows, `invoice_id` not filled in yet
+    on_invoice: list[bool]  # whether each row is a line of the invoice
+    line_totals: list[Decimal]
+
+
+def fit_credits(
+    account: BillingAccount,
+    credits: Sequence[UnusedCredit],
+    debit_total: Decimal,
+    actor: str,
+) -> FittedCredits:
+    """The credits' transaction rows, and which of them are lines of the invoice.
+
+    Credits shown as lines of an invoice may not take it below zero: the excess is split
+    off as an ordinary available credit (its own row, after the credits), to be applied to
+    what the account still owes.
+    """
+    moment = now()
+    room = debit_total
+    rows: list[dict[str, Any]] = []
+    on_invoice: list[bool] = []
+    excesses: list[dict[str, Any]] = []
+    line_totals: list[Decimal] = []
+    for credit in credits:
+        row = _credit_row(account, credit, actor, moment)
+        rows.append(row)
+        total = credit.amount + credit.tax
+        on_invoice.append(total <= room or room > 0)
+        if total <= room:
+            line_totals.append(total)
+            room -= total
+            continue
+        if room > 0:
+            # The split keeps the total exact; tax detail stays on the debit.
+            row.update(amount=room, tax=ZERO)
+            line_totals.append(room)
+            excess = total - room
+            room = ZERO
+        else:
+            row.update(amount=total, tax=ZERO)
+            continue  # entirely available credit
+        excesses.append(
+            {
+                **_credit_row(account, credit, actor, moment),
+                "amount": excess,
+                "tax": ZERO,
+                "tax_rate": None,
+                "description": f"{credit.description} (beyond the final invoice)",
+                "quantity": None,
+                "period_start": None,
+                "period_end": None,
+            }
+        )
+    return FittedCredits(rows + excesses, on_invoice + [False] * len(excesses), line_totals)
+
+
+async def issue_final_invoice(
+    uow: UnitOfWork,
+    account: BillingAccount,
+    *,
+    credits: Sequence[UnusedCredit],
+    actor: str,
+    disconnection_id: UUID,
+    invoice_date: date,
+    proration: Proration,
+) -> FinalInvoice:
+    """Invoice the account's uninvoiced debits less the credits that fit, apply its waiting
+    credits to what is left, and emit InvoiceIssued (final), as `ledger.issue_invoice` does."""
+    lines = await open_lines(uow, account.id)
+    debits = [line for line in lines if line.type == TransactionType.DEBIT.value]
+    waiting = [line for line in lines if line.type != TransactionType.DEBIT.value]
+    fitted = fit_credits(account, credits, sum((d.total for d in debits), ZERO), actor)
+    issued = now()
+    plan = draft_invoice(
+        account_id=account.id,
+        currency=account.currency,
+        invoice_date=invoice_date,
+        due_days=int(await ledger.setting(uow, rules.SETTING_DUE_DAYS)),
+        debit_totals=(d.total for d in debits),
+        credit_totals=fitted.line_totals,
+    )
+    session = uow.session
+    invoice_id: int = (
+        await session.execute(
+            insert(INVOICES)
+            .values(
+                account_id=account.id,
+                bill_to_account_id=plan.bill_to_account_id,
+                issued_at=issued,
+                invoice_date=plan.invoice_date,
+                due_date=plan.due_date,
+                currency=plan.currency,
+                total=plan.total,
+                final=True,
+                manual=False,
+                disconnection_id=disconnection_id,
+            )
+            .returning(INVOICES.c.id)
+        )
+    ).scalar_one()
+    # The number is the id's (rules.invoice_number), so it waits for the id.
+    number = rules.invoice_number(invoice_id)
+    await session.execute(update(INVOICES).where(INVOICES.c.id == invoice_id).values(number=number))
+    if fitted.rows:
+        for row, line in zip(fitted.rows, fitted.on_invoice, strict=True):
+            row["invoice_id"] = invoice_id if line else None
+        await session.execute(insert(TRANSACTIONS), fitted.rows)
+    if debits:
+        debit_ids = [d.id for d in debits]
+        await session.execute(
+            update(TRANSACTIONS)
+            .where(TRANSACTIONS.c.id.in_(debit_ids))
+            .values(invoice_id=invoice_id)
+        )
+        sync(uow, Transaction, debit_ids, invoice_id=invoice_id)
+    if plan.total > 0 and waiting:
+        # Only a final invoice with something left to pay takes waiting credits; one whose
+        # credits overflowed is at zero, so the split-off excess is never among them.
+        allocations = rules.allocate_credits(
+            [(line.id, line.left) for line in waiting], [(invoice_id, plan.total)]
+        )
+        if allocations:
+            await session.execute(
+                insert(APPLICATIONS),
+                [
+                    {
+                        "credit_id": a.credit_id,
+                        "invoice_id": invoice_id,
+                        "amount": a.amount,
+                        "applied_at": issued,
+                    }
+                    for a in allocations
+                ],
+            )
+    await uow.emit(
+        events.InvoiceIssued(
+            account_id=account.id,
+            invoice_id=invoice_id,
+            number=number,
+            total=plan.total,
+            currency=plan.currency,
+            issued_at=issued,
+            due_date=plan.due_date,
+            period_start=None,
+            period_end=None,
+            final=True,
+            disconnection_id=disconnection_id,
+            debit_ids=[d.id for d in debits],
+            bill_to_account_id=plan.bill_to_account_id,
+            parent_invoice_id=None,
+            credit_total=plan.credit_total,
+            proration=proration,
+        ),
+        subject=account.id,
+    )
+    return FinalInvoice(invoice_id, number, plan.total)
+
+
+def sync(uow: UnitOfWork, model: type[Any], ids: Iterable[int], **values: object) -> None:
+    """Objects of these rows the session already holds take the values a Core statement
+    wrote, as loaded (not as changes to flush), so the rest of the transaction sees them."""
+    identity_map = uow.session.sync_session.identity_map
+    for id_ in ids:
+        held = identity_map.get(identity_key(model, id_))
+        if held is not None:
+            for name, value in values.items():
+                set_committed_value(held, name, value)
