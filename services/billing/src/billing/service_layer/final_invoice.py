@@ -1,12 +1,13 @@
 """The final invoice of a disconnect (seed 004), written with a handful of statements.
 
 A disconnect storm brings hundreds of these per consumer batch, so the path reads each
-thing once (the account with the "already invoiced?" answer, its services, its open ledger
+thing once (the account, marked disconnected as it is read; its services; its open ledger
 lines) and writes with Core statements instead of ORM add + flush + refresh: the invoice
-(RETURNING its id), its number, its credit lines in one insert, its debits in one update.
-The ORM objects it still uses (the account, its services) are changed before the ledger
-read, whose autoflush writes them; nothing ORM-held changes after that, and the Core
-writes tell the objects the session already holds what they wrote (`sync`).
+(RETURNING its id), its credit lines in one insert, its debits in one update, and the
+numbers of all the batch's final invoices in one statement at commit. The ORM objects it
+still changes (its services) are changed before the ledger read, whose autoflush writes
+them; nothing ORM-held changes after that, and the Core writes tell the objects the
+session already holds what they wrote (`sync`).
 
 A building block of `replica.on_account_disconnected`: it runs in the consumer's open unit
 of work and never commits.
@@ -20,11 +21,12 @@ from decimal import Decimal
 from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from backhaul_contracts.common import Proration
+from backhaul_contracts.events import accounts as account_events
 from backhaul_contracts.events import billing as events
 from backhaul_kit.clock import now
 from backhaul_kit.unit_of_work import UnitOfWork
@@ -57,26 +59,38 @@ class FinalInvoice(NamedTuple):
     total: Decimal
 
 
-async def account_and_invoice(
-    uow: UnitOfWork, account_id: int, disconnection_id: UUID
-) -> tuple[BillingAccount | None, int | None]:
-    """The account (row-locked on PostgreSQL: the ledger lines it is about to invoice must
-    not move under it) and the id of the invoice this disconnection already has, in one
-    query. Without the account, the invoice is looked for on its own (it may be anyone's)."""
-    existing = (
-        select(Invoice.id).where(Invoice.disconnection_id == disconnection_id).scalar_subquery()
+async def disconnect_account(
+    uow: UnitOfWork, event: account_events.AccountDisconnected
+) -> BillingAccount | None:
+    """Mark the account disconnected and load it, in one UPDATE ... RETURNING, unless this
+    disconnection already has its invoice. None: no such account, or already invoiced.
+
+    On PostgreSQL the UPDATE row-locks the account for the rest of the transaction (as the
+    other ledger writers' FOR UPDATE does): the lines it is about to invoice cannot move
+    under it. SQLite's BEGIN IMMEDIATE already serialises writers."""
+    invoiced = exists().where(Invoice.disconnection_id == event.disconnection_id)
+    statement = (
+        update(BillingAccount)
+        .where(BillingAccount.id == event.account_id, ~invoiced)
+        .values(
+            status_id=event.status.id,
+            status_name=event.status.name,
+            activates=event.status.activates_account,
+            disconnected_at=event.disconnected_at,
+            updated_at=now(),
+        )
+        .returning(BillingAccount)
+        # Autoflushes first; the session's copy, if it holds one, takes the new row.
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    statement = select(BillingAccount, existing).where(BillingAccount.id == account_id)
-    if not uow.db.is_sqlite:
-        # SQLite's BEGIN IMMEDIATE already serialises writers.
-        statement = statement.with_for_update(of=BillingAccount)
-    row = (await uow.session.execute(statement)).one_or_none()
-    if row is not None:
-        return row[0], row[1]
-    invoice_id = await uow.session.scalar(
+    return (await uow.session.scalars(statement)).one_or_none()
+
+
+async def invoice_of(uow: UnitOfWork, disconnection_id: UUID) -> int | None:
+    """The id of the invoice this disconnection already has (it may be anyone's)."""
+    return await uow.session.scalar(
         select(Invoice.id).where(Invoice.disconnection_id == disconnection_id)
     )
-    return None, invoice_id
 
 
 async def open_lines(uow: UnitOfWork, account_id: int) -> list[OpenLine]:
@@ -234,9 +248,8 @@ async def issue_final_invoice(
             .returning(INVOICES.c.id)
         )
     ).scalar_one()
-    # The number is the id's (rules.invoice_number), so it waits for the id.
     number = rules.invoice_number(invoice_id)
-    await session.execute(update(INVOICES).where(INVOICES.c.id == invoice_id).values(number=number))
+    _number_at_commit(uow, invoice_id)
     if fitted.rows:
         for row, line in zip(fitted.rows, fitted.on_invoice, strict=True):
             row["invoice_id"] = invoice_id if line else None
@@ -290,6 +303,31 @@ async def issue_final_invoice(
         subject=account.id,
     )
     return FinalInvoice(invoice_id, number, plan.total)
+
+
+NUMBERING = "billing_final_invoices_to_number"
+"""The key in `session.info` of the final invoices the transaction has still to number."""
+
+
+def _number_at_commit(uow: UnitOfWork, invoice_id: int) -> None:
+    """The number is the id's (rules.invoice_number), so it can only be written once the
+    id exists: the transaction's final invoices are numbered with one statement before it
+    commits, instead of one UPDATE each. Unique and gap-free as before (it is still the
+    id's); only this transaction could see them unnumbered meanwhile, and none of the
+    consumer's handlers reads invoice numbers (the event carries the number)."""
+    uow.session.info.setdefault(NUMBERING, []).append(invoice_id)
+    uow.before_commit(_write_numbers)
+
+
+async def _write_numbers(uow: UnitOfWork) -> None:
+    invoice_ids: list[int] = uow.session.info.pop(NUMBERING, [])
+    if invoice_ids:
+        await uow.session.execute(
+            update(INVOICES)
+            .where(INVOICES.c.id == bindparam("b_id"))
+            .values(number=bindparam("b_number")),
+            [{"b_id": i, "b_number": rules.invoice_number(i)} for i in invoice_ids],
+        )
 
 
 def sync(uow: UnitOfWork, model: type[Any], ids: Iterable[int], **values: object) -> None:

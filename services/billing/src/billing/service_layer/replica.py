@@ -118,13 +118,11 @@ async def on_account_disconnected(
     accounts waits for this InvoiceIssued. Unused days are credited (on the invoice, as
     far as they fit) when the disconnect's proration, or the global one it inherits, says so.
     """
-    account, existing = await final_invoice.account_and_invoice(
-        uow, event.account_id, event.disconnection_id
-    )
-    if existing is not None:
-        log.info("final_invoice_exists", disconnection_id=str(event.disconnection_id))
-        return
+    account = await final_invoice.disconnect_account(uow, event)
     if account is None:
+        if await final_invoice.invoice_of(uow, event.disconnection_id) is not None:
+            log.info("final_invoice_exists", disconnection_id=str(event.disconnection_id))
+            return
         # An account billing never heard of (created before billing was deployed) still
         # gets its (empty) final invoice, or the disconnect would never complete.
         account = BillingAccount(
@@ -135,15 +133,11 @@ async def on_account_disconnected(
             activates=event.status.activates_account,
             parent_id=event.parent_account_id,
             billing_day=1,
+            disconnected_at=event.disconnected_at,
             updated_at=now(),
         )
         uow.session.add(account)
         await uow.session.flush()
-    account.status_id = event.status.id
-    account.status_name = event.status.name
-    account.activates = event.status.activates_account
-    account.disconnected_at = event.disconnected_at
-    account.updated_at = now()
     day = ledger.as_utc(event.disconnected_at).date()
     proration = rules.effective_proration(event.proration, await ledger.global_proration(uow))
     credits: list[recurring.UnusedCredit] = []
