@@ -44,6 +44,74 @@ CENT = Decimal("0.01")
 CREDIT_TYPES = [t.value for t in rules.CREDIT_TYPES]
 
 
+# The statements are built once: building and caching a statement per event costs more
+# CPU than running it. They take their values as bound parameters.
+_DISCONNECT = (
+    update(BillingAccount)
+    .where(
+        BillingAccount.id == bindparam("b_account"),
+        ~exists().where(Invoice.disconnection_id == bindparam("b_disconnection")),
+    )
+    .values(
+        status_id=bindparam("b_status_id"),
+        status_name=bindparam("b_status_name"),
+        activates=bindparam("b_activates"),
+        disconnected_at=bindparam("b_disconnected_at"),
+        updated_at=bindparam("b_updated_at"),
+    )
+    .returning(BillingAccount)
+    # Autoflushes first; the session's copy, if it holds one, takes the new row.
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+_APPLIED = (
+    select(func.coalesce(func.sum(CreditApplication.amount), 0))
+    .where(CreditApplication.credit_id == Transaction.id, CreditApplication.removed_at.is_(None))
+    .scalar_subquery()
+)
+# Mapped columns, not the table's: the select autoflushes what the handler changed.
+_OPEN_LINES = (
+    select(Transaction.id, Transaction.type, Transaction.amount, Transaction.tax, _APPLIED)
+    .where(
+        Transaction.account_id == bindparam("b_account"),
+        Transaction.invoice_id.is_(None),
+        or_(
+            Transaction.type == TransactionType.DEBIT.value,
+            and_(Transaction.type.in_(CREDIT_TYPES), Transaction.reversed.is_(False)),
+        ),
+    )
+    .order_by(Transaction.id)
+)
+_INSERT_INVOICE = (
+    insert(INVOICES)
+    .values(
+        final=True,
+        manual=False,
+        **{
+            name: bindparam(f"b_{name}", type_=INVOICES.c[name].type)
+            for name in (
+                "account_id",
+                "bill_to_account_id",
+                "issued_at",
+                "invoice_date",
+                "due_date",
+                "currency",
+                "total",
+                "disconnection_id",
+            )
+        },
+    )
+    .returning(INVOICES.c.id)
+)
+_INVOICE_DEBITS = (
+    update(TRANSACTIONS)
+    .where(TRANSACTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(invoice_id=bindparam("b_invoice"))
+)
+_NUMBER = (
+    update(INVOICES).where(INVOICES.c.id == bindparam("b_id")).values(number=bindparam("b_number"))
+)
+
+
 class OpenLine(NamedTuple):
     """An uninvoiced debit, or a credit with something left to apply (`left`)."""
 
@@ -68,22 +136,19 @@ async def disconnect_account(
     On PostgreSQL the UPDATE row-locks the account for the rest of the transaction (as the
     other ledger writers' FOR UPDATE does): the lines it is about to invoice cannot move
     under it. SQLite's BEGIN IMMEDIATE already serialises writers."""
-    invoiced = exists().where(Invoice.disconnection_id == event.disconnection_id)
-    statement = (
-        update(BillingAccount)
-        .where(BillingAccount.id == event.account_id, ~invoiced)
-        .values(
-            status_id=event.status.id,
-            status_name=event.status.name,
-            activates=event.status.activates_account,
-            disconnected_at=event.disconnected_at,
-            updated_at=now(),
-        )
-        .returning(BillingAccount)
-        # Autoflushes first; the session's copy, if it holds one, takes the new row.
-        .execution_options(synchronize_session=False, populate_existing=True)
+    rows = await uow.session.scalars(
+        _DISCONNECT,
+        {
+            "b_account": event.account_id,
+            "b_disconnection": event.disconnection_id,
+            "b_status_id": event.status.id,
+            "b_status_name": event.status.name,
+            "b_activates": event.status.activates_account,
+            "b_disconnected_at": event.disconnected_at,
+            "b_updated_at": now(),
+        },
     )
-    return (await uow.session.scalars(statement)).one_or_none()
+    return rows.one_or_none()
 
 
 async def invoice_of(uow: UnitOfWork, disconnection_id: UUID) -> int | None:
@@ -95,27 +160,8 @@ async def invoice_of(uow: UnitOfWork, disconnection_id: UUID) -> int | None:
 
 async def open_lines(uow: UnitOfWork, account_id: int) -> list[OpenLine]:
     """The account's uninvoiced debits and its credits with something left to apply, oldest
-    first, in one query. Selecting mapped columns autoflushes what the handler changed."""
-    applied = (
-        select(func.coalesce(func.sum(CreditApplication.amount), 0))
-        .where(
-            CreditApplication.credit_id == Transaction.id,
-            CreditApplication.removed_at.is_(None),
-        )
-        .scalar_subquery()
-    )
-    rows = await uow.session.execute(
-        select(Transaction.id, Transaction.type, Transaction.amount, Transaction.tax, applied)
-        .where(
-            Transaction.account_id == account_id,
-            Transaction.invoice_id.is_(None),
-            or_(
-                Transaction.type == TransactionType.DEBIT.value,
-                and_(Transaction.type.in_(CREDIT_TYPES), Transaction.reversed.is_(False)),
-            ),
-        )
-        .order_by(Transaction.id)
-    )
+    first, in one query."""
+    rows = await uow.session.execute(_OPEN_LINES, {"b_account": account_id})
     lines = []
     for id_, type_, amount, tax, used in rows.all():
         total = amount + tax
@@ -232,20 +278,17 @@ async def issue_final_invoice(
     session = uow.session
     invoice_id: int = (
         await session.execute(
-            insert(INVOICES)
-            .values(
-                account_id=account.id,
-                bill_to_account_id=plan.bill_to_account_id,
-                issued_at=issued,
-                invoice_date=plan.invoice_date,
-                due_date=plan.due_date,
-                currency=plan.currency,
-                total=plan.total,
-                final=True,
-                manual=False,
-                disconnection_id=disconnection_id,
-            )
-            .returning(INVOICES.c.id)
+            _INSERT_INVOICE,
+            {
+                "b_account_id": account.id,
+                "b_bill_to_account_id": plan.bill_to_account_id,
+                "b_issued_at": issued,
+                "b_invoice_date": plan.invoice_date,
+                "b_due_date": plan.due_date,
+                "b_currency": plan.currency,
+                "b_total": plan.total,
+                "b_disconnection_id": disconnection_id,
+            },
         )
     ).scalar_one()
     number = rules.invoice_number(invoice_id)
@@ -256,11 +299,7 @@ async def issue_final_invoice(
         await session.execute(insert(TRANSACTIONS), fitted.rows)
     if debits:
         debit_ids = [d.id for d in debits]
-        await session.execute(
-            update(TRANSACTIONS)
-            .where(TRANSACTIONS.c.id.in_(debit_ids))
-            .values(invoice_id=invoice_id)
-        )
+        await session.execute(_INVOICE_DEBITS, {"b_ids": debit_ids, "b_invoice": invoice_id})
         sync(uow, Transaction, debit_ids, invoice_id=invoice_id)
     if plan.total > 0 and waiting:
         # Only a final invoice with something left to pay takes waiting credits; one whose
@@ -323,9 +362,7 @@ async def _write_numbers(uow: UnitOfWork) -> None:
     invoice_ids: list[int] = uow.session.info.pop(NUMBERING, [])
     if invoice_ids:
         await uow.session.execute(
-            update(INVOICES)
-            .where(INVOICES.c.id == bindparam("b_id"))
-            .values(number=bindparam("b_number")),
+            _NUMBER,
             [{"b_id": i, "b_number": rules.invoice_number(i)} for i in invoice_ids],
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, bindparam, update
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import Proration, ServiceKind
@@ -85,6 +85,17 @@ async def on_account_status_changed(
             )
 
 
+_SET_STATUS_COLUMNS = ("status_id", "status_name", "activates", "parent_id", "updated_at")
+# Built once (building a statement per event costs more than running it). An ORM-enabled
+# UPDATE autoflushes first: an account created earlier in the batch may not be written yet.
+_SET_STATUS = (
+    update(BillingAccount)
+    .where(BillingAccount.id == bindparam("b_account"))
+    .values({name: bindparam(f"b_{name}") for name in _SET_STATUS_COLUMNS})
+    .execution_options(synchronize_session=False)
+)
+
+
 async def _set_status(uow: UnitOfWork, event: account_events.AccountStatusChanged) -> None:
     values = {
         "status_id": event.status.id,
@@ -93,17 +104,13 @@ async def _set_status(uow: UnitOfWork, event: account_events.AccountStatusChange
         "parent_id": event.parent_account_id,
         "updated_at": now(),
     }
-    # An ORM-enabled UPDATE autoflushes first (an account created earlier in the batch may
-    # not be written yet); the session's copy of the account, if it holds one, is told.
     result = await uow.session.execute(
-        update(BillingAccount)
-        .where(BillingAccount.id == event.account_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        _SET_STATUS, {"b_account": event.account_id, **{f"b_{k}": v for k, v in values.items()}}
     )
     if cast(CursorResult[Any], result).rowcount == 0:
         log.warning("status_change_for_unknown_account", account_id=event.account_id)
         return
+    # The session's copy of the account, if it holds one, is told.
     final_invoice.sync(uow, BillingAccount, [event.account_id], **values)
 
 
