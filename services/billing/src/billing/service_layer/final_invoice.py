@@ -30,7 +30,13 @@ from backhaul_contracts.events import accounts as account_events
 from backhaul_contracts.events import billing as events
 from backhaul_kit.clock import now
 from backhaul_kit.unit_of_work import UnitOfWork
-from billing.adapters.tables import BillingAccount, CreditApplication, Invoice, Transaction
+from billing.adapters.tables import (
+    AccountService,
+    BillingAccount,
+    CreditApplication,
+    Invoice,
+    Transaction,
+)
 from billing.domain import rules
 from billing.domain.billing_plan import draft_invoice
 from billing.domain.rules import ZERO, TransactionType
@@ -40,6 +46,7 @@ from billing.service_layer.recurring import UnusedCredit
 INVOICES = cast(Table, Invoice.__table__)
 TRANSACTIONS = cast(Table, Transaction.__table__)
 APPLICATIONS = cast(Table, CreditApplication.__table__)
+SERVICES = cast(Table, AccountService.__table__)
 CENT = Decimal("0.01")
 CREDIT_TYPES = [t.value for t in rules.CREDIT_TYPES]
 
@@ -107,6 +114,12 @@ _INVOICE_DEBITS = (
     .where(TRANSACTIONS.c.id.in_(bindparam("b_ids", expanding=True)))
     .values(invoice_id=bindparam("b_invoice"))
 )
+_BILLED_THROUGH = (
+    update(SERVICES)
+    .where(SERVICES.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(billed_through=bindparam("b_day"))
+)
+_INSERT_TRANSACTIONS = insert(TRANSACTIONS)
 _NUMBER = (
     update(INVOICES).where(INVOICES.c.id == bindparam("b_id")).values(number=bindparam("b_number"))
 )
@@ -156,6 +169,15 @@ async def invoice_of(uow: UnitOfWork, disconnection_id: UUID) -> int | None:
     return await uow.session.scalar(
         select(Invoice.id).where(Invoice.disconnection_id == disconnection_id)
     )
+
+
+async def billed_through(uow: UnitOfWork, account_service_ids: list[int], day: date) -> None:
+    """The services are billed through `day` from now on: one UPDATE for them all, instead
+    of an ORM flush of each (their objects are told, as loaded). They were just loaded,
+    by a query that flushed, and are not changed otherwise: nothing of theirs is pending."""
+    if account_service_ids:
+        await uow.session.execute(_BILLED_THROUGH, {"b_ids": account_service_ids, "b_day": day})
+        sync(uow, AccountService, account_service_ids, billed_through=day)
 
 
 async def open_lines(uow: UnitOfWork, account_id: int) -> list[OpenLine]:
@@ -296,7 +318,7 @@ async def issue_final_invoice(
     if fitted.rows:
         for row, line in zip(fitted.rows, fitted.on_invoice, strict=True):
             row["invoice_id"] = invoice_id if line else None
-        await session.execute(insert(TRANSACTIONS), fitted.rows)
+        await session.execute(_INSERT_TRANSACTIONS, fitted.rows)
     if debits:
         debit_ids = [d.id for d in debits]
         await session.execute(_INVOICE_DEBITS, {"b_ids": debit_ids, "b_invoice": invoice_id})

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from backhaul_contracts.common import Proration
 from backhaul_contracts.events import billing as events
@@ -94,12 +94,16 @@ async def global_proration(uow: UnitOfWork) -> Proration:
     return Proration(await setting(uow, rules.SETTING_PRORATION))
 
 
+# Built once: a consumer batch asks this for every event.
+_ACTIVE_SERVICES = (
+    select(AccountService)
+    .where(AccountService.account_id == bindparam("b_account"), AccountService.removed_at.is_(None))
+    .order_by(AccountService.id)
+)
+
+
 async def active_services(uow: UnitOfWork, account_id: int) -> list[AccountService]:
-    rows = await uow.session.scalars(
-        select(AccountService)
-        .where(AccountService.account_id == account_id, AccountService.removed_at.is_(None))
-        .order_by(AccountService.id)
-    )
+    rows = await uow.session.scalars(_ACTIVE_SERVICES, {"b_account": account_id})
     return list(rows.unique().all())
 
 

@@ -46,6 +46,11 @@ async def start_billing(
     account_service.billed_through = period.end
 
 
+def billed_after(account_service: AccountService, day: date) -> bool:
+    """Whether the service is billed beyond `day` (so stopping it on `day` moves it back)."""
+    return account_service.billed_through is not None and account_service.billed_through > day
+
+
 class UnusedCredit(NamedTuple):
     """The credit for the unused days of a recurring service, as values to record."""
 
@@ -64,8 +69,9 @@ async def unused_credit(
     uow: UnitOfWork, account: BillingAccount, account_service: AccountService, day: date
 ) -> UnusedCredit | None:
     """What to credit for the part of the billed periods after `day` (used through `day`),
-    or None; the service is from now on billed through `day`. Records nothing: the final
-    invoice writes its credits in one statement with its other lines."""
+    or None. Changes nothing: the caller records the credit and moves `billed_through`
+    back to `day` when `billed_after(account_service, day)` (the final invoice writes both
+    for all its services in bulk)."""
     billed_through = account_service.billed_through
     if billed_through is None or billed_through <= day:
         return None
@@ -76,7 +82,6 @@ async def unused_credit(
     while following.end <= billed_through:  # whole periods billed in advance
         credit += rules.round_money(line)
         following = following.next()
-    account_service.billed_through = day
     if credit <= 0:
         return None
     rate = await ledger.tax_rate_for(uow, account, account_service.service)
@@ -104,6 +109,8 @@ async def credit_unused(
 ) -> Transaction | None:
     """Credit the part of the billed periods after `day` (used through `day`)."""
     credit = await unused_credit(uow, account, account_service, day)
+    if billed_after(account_service, day):
+        account_service.billed_through = day
     if credit is None:
         return None
     return await ledger.record_credit(

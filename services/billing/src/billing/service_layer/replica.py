@@ -149,12 +149,16 @@ async def on_account_disconnected(
     proration = rules.effective_proration(event.proration, await ledger.global_proration(uow))
     credits: list[recurring.UnusedCredit] = []
     if proration is Proration.CREDIT_UNUSED:
+        stopped: list[int] = []
         for account_service in await ledger.active_services(uow, account.id):
             if ServiceKind(account_service.service.kind) not in rules.RECURRING_KINDS:
                 continue
             credit = await recurring.unused_credit(uow, account, account_service, day)
             if credit is not None:
                 credits.append(credit)
+            if recurring.billed_after(account_service, day):
+                stopped.append(account_service.id)
+        await final_invoice.billed_through(uow, stopped, day)
     invoice = await final_invoice.issue_final_invoice(
         uow,
         account,
