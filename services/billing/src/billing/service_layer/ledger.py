@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from backhaul_contracts.common import Proration
 from backhaul_contracts.events import billing as events
@@ -65,21 +65,45 @@ async def get_invoice(uow: UnitOfWork, invoice_id: int) -> Invoice:
     return await uow.get(Invoice, invoice_id, not_found=f"invoice {invoice_id} not found")
 
 
+SETTINGS_CACHE = "billing_settings"
+"""The key in `session.info` under which a transaction keeps the global settings."""
+
+
 async def setting(uow: UnitOfWork, key: str) -> str:
-    row = await uow.session.get(Setting, key)
-    return row.value if row is not None else rules.DEFAULT_SETTINGS[key]
+    """A global setting's stored value, else its default.
+
+    All of them are read with one query, once per transaction (the session's `info` dies
+    with it): a missing row (a default) is no row to find in the identity map, so a
+    consumer batch would otherwise ask again for every event. `update_settings` drops the
+    cache when it writes."""
+    cached: dict[str, str] | None = uow.session.info.get(SETTINGS_CACHE)
+    if cached is None:
+        rows = await uow.session.execute(select(Setting.key, Setting.value))
+        cached = dict(rules.DEFAULT_SETTINGS)
+        cached.update({k: v for k, v in rows.all()})
+        uow.session.info[SETTINGS_CACHE] = cached
+    return cached[key]
+
+
+def forget_settings(uow: UnitOfWork) -> None:
+    """Drop the transaction's cached settings (after writing one)."""
+    uow.session.info.pop(SETTINGS_CACHE, None)
 
 
 async def global_proration(uow: UnitOfWork) -> Proration:
     return Proration(await setting(uow, rules.SETTING_PRORATION))
 
 
+# Built once: a consumer batch asks this for every event.
+_ACTIVE_SERVICES = (
+    select(AccountService)
+    .where(AccountService.account_id == bindparam("b_account"), AccountService.removed_at.is_(None))
+    .order_by(AccountService.id)
+)
+
+
 async def active_services(uow: UnitOfWork, account_id: int) -> list[AccountService]:
-    rows = await uow.session.scalars(
-        select(AccountService)
-        .where(AccountService.account_id == account_id, AccountService.removed_at.is_(None))
-        .order_by(AccountService.id)
-    )
+    rows = await uow.session.scalars(_ACTIVE_SERVICES, {"b_account": account_id})
     return list(rows.unique().all())
 
 

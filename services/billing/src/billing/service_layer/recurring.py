@@ -5,6 +5,8 @@ open unit of work (an API handler's or the consumer's) and never commit."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from decimal import Decimal
+from typing import NamedTuple
 
 from backhaul_kit.unit_of_work import UnitOfWork
 from billing.adapters.tables import AccountService, BillingAccount, Transaction
@@ -44,16 +46,32 @@ async def start_billing(
     account_service.billed_through = period.end
 
 
-async def credit_unused(
-    uow: UnitOfWork,
-    account: BillingAccount,
-    account_service: AccountService,
-    day: date,
-    *,
-    actor: str,
-    invoice_line: bool = False,
-) -> Transaction | None:
-    """Credit the part of the billed periods after `day` (used through `day`)."""
+def billed_after(account_service: AccountService, day: date) -> bool:
+    """Whether the service is billed beyond `day` (so stopping it on `day` moves it back)."""
+    return account_service.billed_through is not None and account_service.billed_through > day
+
+
+class UnusedCredit(NamedTuple):
+    """The credit for the unused days of a recurring service, as values to record."""
+
+    amount: Decimal
+    tax: Decimal
+    tax_rate: Decimal
+    description: str
+    service_id: int
+    account_service_id: int
+    quantity: int
+    period_start: date
+    period_end: date
+
+
+async def unused_credit(
+    uow: UnitOfWork, account: BillingAccount, account_service: AccountService, day: date
+) -> UnusedCredit | None:
+    """What to credit for the part of the billed periods after `day` (used through `day`),
+    or None. Changes nothing: the caller records the credit and moves `billed_through`
+    back to `day` when `billed_after(account_service, day)` (the final invoice writes both
+    for all its services in bulk)."""
     billed_through = account_service.billed_through
     if billed_through is None or billed_through <= day:
         return None
@@ -64,18 +82,13 @@ async def credit_unused(
     while following.end <= billed_through:  # whole periods billed in advance
         credit += rules.round_money(line)
         following = following.next()
-    account_service.billed_through = day
     if credit <= 0:
         return None
     rate = await ledger.tax_rate_for(uow, account, account_service.service)
-    return await ledger.record_credit(
-        uow,
-        account,
-        type_=TransactionType.DISCOUNT,
+    return UnusedCredit(
         amount=credit,
         tax=rules.tax_on(credit, rate),
         tax_rate=rate,
-        actor=actor,
         description=f"Unused {account_service.service.name} from {day + timedelta(days=1)} "
         f"to {billed_through}",
         service_id=account_service.service_id,
@@ -83,4 +96,35 @@ async def credit_unused(
         quantity=account_service.quantity,
         period_start=day + timedelta(days=1),
         period_end=billed_through,
+    )
+
+
+async def credit_unused(
+    uow: UnitOfWork,
+    account: BillingAccount,
+    account_service: AccountService,
+    day: date,
+    *,
+    actor: str,
+) -> Transaction | None:
+    """Credit the part of the billed periods after `day` (used through `day`)."""
+    credit = await unused_credit(uow, account, account_service, day)
+    if billed_after(account_service, day):
+        account_service.billed_through = day
+    if credit is None:
+        return None
+    return await ledger.record_credit(
+        uow,
+        account,
+        type_=TransactionType.DISCOUNT,
+        amount=credit.amount,
+        tax=credit.tax,
+        tax_rate=credit.tax_rate,
+        actor=actor,
+        description=credit.description,
+        service_id=credit.service_id,
+        account_service_id=credit.account_service_id,
+        quantity=credit.quantity,
+        period_start=credit.period_start,
+        period_end=credit.period_end,
     )

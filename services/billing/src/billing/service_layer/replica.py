@@ -6,19 +6,19 @@ row, its effect and its events commit together) and never enters it again."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import structlog
-from sqlalchemy import select
+from sqlalchemy import CursorResult, bindparam, update
 
 from backhaul_contracts import Envelope
 from backhaul_contracts.common import Proration, ServiceKind
 from backhaul_contracts.events import accounts as account_events
 from backhaul_kit.clock import now
 from backhaul_kit.unit_of_work import UnitOfWork
-from billing.adapters.tables import BillingAccount, Invoice, Transaction
+from billing.adapters.tables import BillingAccount
 from billing.domain import rules
-from billing.domain.rules import ZERO, TransactionType
-from billing.service_layer import ledger, recurring
-from billing.service_layer.ledger import InvoiceDraft, get_account
+from billing.service_layer import final_invoice, ledger, recurring
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +59,10 @@ async def on_account_status_changed(
 ) -> None:
     """Billing follows the status: entering an activating status starts recurring billing
     (the rest of the current period); leaving one stops it (billing runs skip the account)."""
+    if not event.status.activates_account:
+        # Nothing to start, so the old status does not matter: one UPDATE, no read.
+        await _set_status(uow, event)
+        return
     account = await uow.session.get(BillingAccount, event.account_id)
     if account is None:
         log.warning("status_change_for_unknown_account", account_id=event.account_id)
@@ -69,9 +73,8 @@ async def on_account_status_changed(
     account.activates = event.status.activates_account
     account.parent_id = event.parent_account_id
     account.updated_at = now()
-    if account.activates:
-        account.disconnected_at = None  # back in service
-    if account.activates and not was_billed:
+    account.disconnected_at = None  # back in service
+    if not was_billed:
         for account_service in await ledger.active_services(uow, account.id):
             await recurring.start_billing(
                 uow,
@@ -82,6 +85,35 @@ async def on_account_status_changed(
             )
 
 
+_SET_STATUS_COLUMNS = ("status_id", "status_name", "activates", "parent_id", "updated_at")
+# Built once (building a statement per event costs more than running it). An ORM-enabled
+# UPDATE autoflushes first: an account created earlier in the batch may not be written yet.
+_SET_STATUS = (
+    update(BillingAccount)
+    .where(BillingAccount.id == bindparam("b_account"))
+    .values({name: bindparam(f"b_{name}") for name in _SET_STATUS_COLUMNS})
+    .execution_options(synchronize_session=False)
+)
+
+
+async def _set_status(uow: UnitOfWork, event: account_events.AccountStatusChanged) -> None:
+    values = {
+        "status_id": event.status.id,
+        "status_name": event.status.name,
+        "activates": event.status.activates_account,
+        "parent_id": event.parent_account_id,
+        "updated_at": now(),
+    }
+    result = await uow.session.execute(
+        _SET_STATUS, {"b_account": event.account_id, **{f"b_{k}": v for k, v in values.items()}}
+    )
+    if cast(CursorResult[Any], result).rowcount == 0:
+        log.warning("status_change_for_unknown_account", account_id=event.account_id)
+        return
+    # The session's copy of the account, if it holds one, is told.
+    final_invoice.sync(uow, BillingAccount, [event.account_id], **values)
+
+
 async def on_account_disconnected(
     event: account_events.AccountDisconnected, envelope: Envelope, uow: UnitOfWork
 ) -> None:
@@ -90,61 +122,51 @@ async def on_account_disconnected(
     The inbox drops a redelivered event; the unique disconnection id on invoices stops a
     second copy of the same disconnection arriving under another event id. An account with
     no uninvoiced debits still gets its (zero) final invoice: the disconnect's progress on
-    accounts waits for this InvoiceIssued.
+    accounts waits for this InvoiceIssued. Unused days are credited (on the invoice, as
+    far as they fit) when the disconnect's proration, or the global one it inherits, says so.
     """
-    existing = await uow.session.scalar(
-        select(Invoice.id).where(Invoice.disconnection_id == event.disconnection_id)
-    )
-    if existing is not None:
-        log.info("final_invoice_exists", disconnection_id=str(event.disconnection_id))
-        return
-    if await uow.session.get(BillingAccount, event.account_id) is None:
+    account = await final_invoice.disconnect_account(uow, event)
+    if account is None:
+        if await final_invoice.invoice_of(uow, event.disconnection_id) is not None:
+            log.info("final_invoice_exists", disconnection_id=str(event.disconnection_id))
+            return
         # An account billing never heard of (created before billing was deployed) still
         # gets its (empty) final invoice, or the disconnect would never complete.
-        uow.session.add(
-            BillingAccount(
-                id=event.account_id,
-                name=event.account_name,
-                status_id=event.status.id,
-                status_name=event.status.name,
-                activates=event.status.activates_account,
-                parent_id=event.parent_account_id,
-                billing_day=1,
-                updated_at=now(),
-            )
+        account = BillingAccount(
+            id=event.account_id,
+            name=event.account_name,
+            status_id=event.status.id,
+            status_name=event.status.name,
+            activates=event.status.activates_account,
+            parent_id=event.parent_account_id,
+            billing_day=1,
+            disconnected_at=event.disconnected_at,
+            updated_at=now(),
         )
+        uow.session.add(account)
         await uow.session.flush()
-    account = await get_account(uow, event.account_id, for_update=True)
-    account.status_id = event.status.id
-    account.status_name = event.status.name
-    account.activates = event.status.activates_account
-    account.disconnected_at = event.disconnected_at
-    account.updated_at = now()
     day = ledger.as_utc(event.disconnected_at).date()
     proration = rules.effective_proration(event.proration, await ledger.global_proration(uow))
-    credits: list[Transaction] = []
-    for account_service in await ledger.active_services(uow, account.id):
-        if ServiceKind(account_service.service.kind) not in rules.RECURRING_KINDS:
-            continue
-        if proration is Proration.CREDIT_UNUSED:
-            credit = await recurring.credit_unused(
-                uow, account, account_service, day, actor=event.disconnected_by
-            )
+    credits: list[recurring.UnusedCredit] = []
+    if proration is Proration.CREDIT_UNUSED:
+        stopped: list[int] = []
+        for account_service in await ledger.active_services(uow, account.id):
+            if ServiceKind(account_service.service.kind) not in rules.RECURRING_KINDS:
+                continue
+            credit = await recurring.unused_credit(uow, account, account_service, day)
             if credit is not None:
                 credits.append(credit)
-    debits = await ledger.uninvoiced_debits(uow, account.id)
-    line_credits = await _fit_credits(uow, account, credits, debits, event.disconnected_by)
-    invoice = await ledger.issue_invoice(
+            if recurring.billed_after(account_service, day):
+                stopped.append(account_service.id)
+        await final_invoice.billed_through(uow, stopped, day)
+    invoice = await final_invoice.issue_final_invoice(
         uow,
         account,
-        InvoiceDraft(
-            debits=debits,
-            line_credits=line_credits,
-            final=True,
-            disconnection_id=event.disconnection_id,
-            invoice_date=day,
-            proration=proration,
-        ),
+        credits=credits,
+        actor=event.disconnected_by,
+        disconnection_id=event.disconnection_id,
+        invoice_date=day,
+        proration=proration,
     )
     log.info(
         "final_invoice_issued",
@@ -154,43 +176,3 @@ async def on_account_disconnected(
         proration=proration.value,
         disconnection_id=str(event.disconnection_id),
     )
-
-
-async def _fit_credits(
-    uow: UnitOfWork,
-    account: BillingAccount,
-    credits: list[Transaction],
-    debits: list[Transaction],
-    actor: str,
-) -> list[Transaction]:
-    """Credits shown as lines of an invoice may not take it below zero: the excess is split
-    off as an ordinary available credit, to be applied to what the account still owes."""
-    room = sum((ledger.total_of(d) for d in debits), ZERO)
-    lines: list[Transaction] = []
-    for credit in credits:
-        total = ledger.total_of(credit)
-        if total <= room:
-            lines.append(credit)
-            room -= total
-            continue
-        if room > 0:
-            credit.tax = ZERO  # the split keeps the total exact; tax detail stays on the debit
-            credit.amount = room
-            lines.append(credit)
-            excess = total - room
-            room = ZERO
-        else:
-            credit.amount, credit.tax = total, ZERO
-            continue  # entirely available credit
-        await ledger.record_credit(
-            uow,
-            account,
-            type_=TransactionType.DISCOUNT,
-            amount=excess,
-            actor=actor,
-            description=f"{credit.description} (beyond the final invoice)",
-            service_id=credit.service_id,
-            account_service_id=credit.account_service_id,
-        )
-    await uow.session.flush()
-    return lines

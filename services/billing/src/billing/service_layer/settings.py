@@ -58,5 +58,6 @@ async def update_settings(
                 uow.session.add(Setting(key=key, value=value))
             else:
                 row.value = value
+        ledger.forget_settings(uow)
         log.info("billing_settings_changed", actor=actor, **changes)
     return await load_settings(uow)
