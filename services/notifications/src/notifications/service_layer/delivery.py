@@ -49,12 +49,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 
 from backhaul_contracts.events.notifications import EmailRejected, EmailSent
 from backhaul_kit.context import flow
@@ -339,7 +340,8 @@ class Dispatcher:
                 )
                 .values(data_started_at=self.clock())
             )
-            return bool(result.rowcount == 1)
+            # An UPDATE's result is a CursorResult (it has rowcount); mypy sees a Result.
+            return bool(cast(CursorResult[Any], result).rowcount == 1)
 
     async def _record_persistently(self, sent: list[tuple[Claimed, Reply, Span]]) -> None:
         """The messages may be out: losing their outcomes to a database blip would close
