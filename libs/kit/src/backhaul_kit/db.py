@@ -169,8 +169,12 @@ class Database:
             async with self._sessions() as session:
                 yield session
             return
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for runs the acquire as a task of
+        # its own and, cancelled as it completes, either swallows the cancellation (a worker
+        # that never stops) or leaves the lock held by nobody.
         try:
-            await asyncio.wait_for(self._writer.acquire(), timeout=self.lock_timeout)
+            async with asyncio.timeout(self.lock_timeout):
+                await self._writer.acquire()
         except TimeoutError:
             raise DatabaseBusy(
                 f"the database stayed locked for {self.lock_timeout:g} s; nothing was applied"

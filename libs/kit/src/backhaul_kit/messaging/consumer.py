@@ -357,7 +357,8 @@ class EventConsumer:
 
     async def _database_answers(self) -> bool:
         try:
-            await asyncio.wait_for(self.db.ping(), self.database_probe_timeout)
+            async with asyncio.timeout(self.database_probe_timeout):
+                await self.db.ping()
         except Exception:  # refused, reset, shutting down, starting up, timed out
             return False
         return True

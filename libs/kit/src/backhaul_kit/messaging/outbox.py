@@ -149,8 +149,11 @@ class Outbox:
 
     async def wait(self, timeout: float) -> bool:
         """Wait for a wake-up at most `timeout` seconds; True if one came."""
+        # asyncio.timeout, not wait_for: wait_for runs the wait as a task of its own, and a
+        # relay cancelled while that task was finishing was seen to hang in its stop.
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
         except TimeoutError:
             return False
         finally:

@@ -146,7 +146,8 @@ class Dispatcher:
             except Exception as exc:  # a bad row or a database blip must not stop delivery
                 log.exception("email_dispatch_failed", error=repr(exc))
             try:
-                await asyncio.wait_for(self._wakeup.wait(), poll_interval)
+                async with asyncio.timeout(poll_interval):  # not wait_for: see Database
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
             self._wakeup.clear()

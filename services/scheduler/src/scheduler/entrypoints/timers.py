@@ -85,7 +85,8 @@ async def _watch(
         except Exception as exc:  # a database hiccup must not stop the timer
             log.exception("scheduled_event_firing_failed", lane=0, error=repr(exc))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), pause)
+            async with asyncio.timeout(pause):
+                await wakeup.wait()
 
 
 async def _helping_lane(
