@@ -190,11 +190,14 @@ class Stack:
             )
             process.start()
             self.services[name] = process
-        workers = [self.start_replica(name) for name in self.ports] if role == "api" else []
         say("waiting for the services to be ready ...")
         self.wait_ready(timeout)
-        for worker in workers:
-            worker.wait_ready(timeout)
+        if role == "api":
+            # Only once the API processes have migrated their databases: two processes
+            # migrating one database at once race to create alembic_version.
+            say("starting the workers ...")
+            for worker in [self.start_replica(name) for name in self.ports]:
+                worker.wait_ready(timeout)
 
     def _start_mail_sink(self) -> None:
         if port_open("127.0.0.1", self.smtp_port):
