@@ -31,7 +31,7 @@ import httpx
 
 from accounts.bootstrap import bootstrap
 from accounts.config import AccountsSettings
-from backhaul_contracts import Envelope, Event
+from backhaul_contracts import Event
 from backhaul_contracts.common import ReleasedIp
 from backhaul_contracts.events.billing import InvoiceIssued
 from backhaul_contracts.events.notifications import EmailSent
@@ -61,14 +61,7 @@ def _account_body(account_id: int) -> dict[str, Any]:
 
 
 def _record(event: Event, producer: str, subject: int, offset: int) -> Record:
-    envelope = Envelope.wrap(event, producer=producer, subject=subject)
-    return Record(
-        topic=event.topic,
-        value=envelope.to_bytes(),
-        key=str(subject).encode(),
-        offset=offset,
-        headers=(("event_type", envelope.event_type.encode()),),
-    )
+    return Record.of_event(event, subject=subject, offset=offset, producer=producer)
 
 
 def _completions(disconnections: list[tuple[int, UUID]]) -> list[Record]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from backhaul_contracts import Envelope, Event
+from backhaul_contracts import Event
 from backhaul_contracts.common import Proration, ServiceKind, StatusRef
 from backhaul_contracts.events.accounts import (
     AccountCreated,
@@ -54,14 +54,7 @@ GONE_AT = datetime(2026, 4, 10, 12, tzinfo=UTC)  # 20 unused days to credit
 
 
 def _record(event: Event, subject: int, offset: int) -> Record:
-    envelope = Envelope.wrap(event, producer="bench", subject=subject)
-    return Record(
-        topic="accounts.events.v1",
-        value=envelope.to_bytes(),
-        key=str(subject).encode(),
-        offset=offset,
-        headers=(("event_type", envelope.event_type.encode()),),
-    )
+    return Record.of_event(event, subject=subject, offset=offset, producer="bench")
 
 
 def _disconnect(account_id: int, proration: Proration) -> AccountDisconnected:

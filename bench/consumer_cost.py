@@ -29,14 +29,7 @@ BLOCKED = StatusRef(id=9, name="Blocked", activates_account=False)
 
 
 def _record(event: object, subject: int, offset: int) -> Record:
-    envelope = Envelope.wrap(event, producer="bench", subject=subject)  # type: ignore[arg-type]
-    return Record(
-        topic="accounts.events.v1",
-        value=envelope.to_bytes(),
-        key=str(subject).encode(),
-        offset=offset,
-        headers=(("event_type", envelope.event_type.encode()),),
-    )
+    return Record.of_event(event, subject=subject, offset=offset, producer="bench")  # type: ignore[arg-type]
 
 
 async def run(events: int, batch: int) -> dict[str, float]:

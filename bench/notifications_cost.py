@@ -30,7 +30,7 @@ from uuid import uuid4
 
 from sqlalchemy import func, select
 
-from backhaul_contracts import Envelope, Event
+from backhaul_contracts import Event
 from backhaul_contracts.common import ContactRef, StatusRef
 from backhaul_contracts.events.accounts import AccountCreated, AccountDisconnected
 from backhaul_kit.logging import configure_logging
@@ -58,14 +58,7 @@ def _sink(directory: str, ports: Connection) -> None:
 
 
 def _record(event: Event, subject: int, offset: int) -> Record:
-    envelope = Envelope.wrap(event, producer="accounts", subject=subject)
-    return Record(
-        topic=event.topic or "accounts.events.v1",
-        value=envelope.to_bytes(),
-        key=str(subject).encode(),
-        offset=offset,
-        headers=(("event_type", envelope.event_type.encode()),),
-    )
+    return Record.of_event(event, subject=subject, offset=offset, producer="accounts")
 
 
 def _contact(account_id: int) -> ContactRef:

@@ -32,7 +32,6 @@ from uuid import uuid4
 
 from sqlalchemy import event as sa_event
 
-from backhaul_contracts import Envelope
 from backhaul_contracts.common import StatusRef
 from backhaul_contracts.events.accounts import (
     AccountCreated,
@@ -53,14 +52,7 @@ INACTIVE = StatusRef(id=3, name="Inactive", activates_account=False)
 
 
 def _record(event: Any, subject: int, offset: int) -> Record:
-    envelope = Envelope.wrap(event, producer="bench", subject=subject)
-    return Record(
-        topic="accounts.events.v1",
-        value=envelope.to_bytes(),
-        key=str(subject).encode(),
-        offset=offset,
-        headers=(("event_type", envelope.event_type.encode()),),
-    )
+    return Record.of_event(event, subject=subject, offset=offset, producer="bench")  # type: ignore[arg-type]
 
 
 def _settings(database_url: str) -> ProvisioningSettings:

@@ -91,6 +91,21 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
 
     @classmethod
+    def of_event(
+        cls, event: Event, *, subject: str | int, offset: int = 0, producer: str = "test"
+    ) -> Record:
+        """The record the relay would publish for `event` (its topic, its key, its
+        `event_type` header): for tests and benchmarks that feed a consumer directly."""
+        envelope = Envelope.wrap(event, producer=producer, subject=subject)
+        return cls(
+            topic=event.topic,
+            value=envelope.to_bytes(),
+            key=str(subject).encode(),
+            offset=offset,
+            headers=(("event_type", envelope.event_type.encode()),),
+        )
+
+    @classmethod
     def of(cls, raw: ConsumerRecord[Any, Any]) -> Record:
         return cls(
             topic=raw.topic,
