@@ -22,14 +22,20 @@ from scheduler.adapters.tables import (
 )
 
 
+async def _known_account(uow: UnitOfWork, account_id: int, **first: object) -> KnownAccount:
+    """The scheduler's replica of an account; a new one (with `first` values) if it has none."""
+    account = await uow.session.get(KnownAccount, account_id)
+    if account is None:
+        account = KnownAccount(id=account_id, **first)
+        uow.session.add(account)
+    return account
+
+
 async def on_account_created(
     event: accounts_events.AccountCreated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Remember the account: events can now be scheduled on it."""
-    account = await uow.session.get(KnownAccount, event.account_id)
-    if account is None:
-        account = KnownAccount(id=event.account_id)
-        uow.session.add(account)
+    account = await _known_account(uow, event.account_id)
     account.name = event.name
     account.status_id = event.status.id
     account.parent_id = event.parent_account_id
@@ -53,11 +59,8 @@ async def on_account_status_changed(
     event: accounts_events.AccountStatusChanged, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """Follow the account's status; an activating status brings a disconnected one back."""
-    account = await uow.session.get(KnownAccount, event.account_id)
-    if account is None:
-        # Created before the scheduler's log starts: the status change is enough to know it.
-        account = KnownAccount(id=event.account_id, name="", disconnected=False)
-        uow.session.add(account)
+    # An account created before the scheduler's log starts: the status change is enough.
+    account = await _known_account(uow, event.account_id, name="", disconnected=False)
     account.status_id = event.status.id
     account.parent_id = event.parent_account_id
     if event.status.activates_account:
@@ -69,10 +72,7 @@ async def on_account_disconnected(
     event: accounts_events.AccountDisconnected, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """A disconnected account takes no new scheduled events."""
-    account = await uow.session.get(KnownAccount, event.account_id)
-    if account is None:
-        account = KnownAccount(id=event.account_id, name=event.account_name)
-        uow.session.add(account)
+    account = await _known_account(uow, event.account_id, name=event.account_name)
     account.status_id = event.status.id
     account.parent_id = event.parent_account_id
     account.disconnected = True
