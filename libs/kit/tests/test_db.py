@@ -171,3 +171,47 @@ async def test_before_commit_hooks_run_once_last_and_go_with_a_rollback(sqlite):
         rows = (await session.execute(select(effects.c.status))).scalars().all()
     assert calls == ["last"]
     assert rows == ["work", "work", "work", "last"]
+
+
+@pytest.mark.postgres
+async def test_pooled_postgres_connections_are_pinged_only_back_from_idle(
+    postgres_database, monkeypatch
+):
+    """A connection handed back moments ago is used without a ping (three round trips on
+    asyncpg); one that idled is pinged, and a dead one is replaced before any work."""
+    from backhaul_kit import db as kit_db
+
+    database = Database(postgres_database(), pool_size=1)
+    pings: list[object] = []
+    dialect = database.engine.sync_engine.dialect
+    real_ping = dialect.do_ping
+
+    def counting_ping(dbapi_connection):
+        pings.append(dbapi_connection)
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counting_ping)
+
+    async def backend_pid() -> int:
+        async with database.transaction() as session:
+            return int((await session.execute(func.pg_backend_pid())).scalar_one())
+
+    first = await backend_pid()
+    for _ in range(5):
+        assert await backend_pid() == first
+    assert pings == []  # back from use moments ago each time
+
+    monkeypatch.setattr(kit_db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert await backend_pid() == first
+    assert len(pings) == 1  # idle long enough: pinged, alive, kept
+
+    # the server drops the pooled connection (a restart, an idle cut): the ping finds it
+    # dead and the work runs on a new connection instead of failing
+    killer = Database(database.url)
+    async with killer.transaction() as session:
+        await session.execute(select(func.pg_terminate_backend(first)))
+    await killer.dispose()
+    await asyncio.sleep(0.2)
+    assert await backend_pid() != first
+    assert len(pings) == 2
+    await database.dispose()

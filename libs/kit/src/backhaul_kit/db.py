@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy import DateTime, Index, event, text
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -104,6 +106,42 @@ def _name_savepoints_by_depth(engine: AsyncEngine) -> None:
         connection.info[_SAVEPOINTS] = []
 
 
+_CHECKED_IN_AT = "backhaul_checked_in_at"
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_connections_back_from_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled connection before use only if it sat idle for a while.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout, and with asyncpg a ping is three
+    round trips (BEGIN, an empty statement, ROLLBACK): on a busy consumer or API that was
+    more round trips than the work itself. A connection handed back moments ago is as
+    alive as the ping would find it; one that idled is where a database restart or a
+    firewall's idle cut shows, so only those are pinged. A connection that dies within
+    the idle window fails its statement instead: SQLAlchemy then invalidates the whole
+    pool, the consumer replays its batch and the API answers 503 with Retry-After.
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _remember_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return  # just connected, or back from use moments ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"pooled connection is dead: {error}") from error
+        if not alive:
+            raise DisconnectionError("pooled connection is dead")
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An engine tuned for the backend.
 
@@ -112,9 +150,8 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
-        )
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, echo=echo)
+        _ping_connections_back_from_idle(engine)
         _name_savepoints_by_depth(engine)
         return engine
     database = parsed.database
