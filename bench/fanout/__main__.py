@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from backhaul_contracts.topics import ALL_TOPICS
-from bench.fanout import report
+from bench.fanout import report, statements
 from bench.fanout.api import Urls, create_accounts, prepare
 from bench.fanout.bus import (
     SERVICE_GROUPS,
@@ -111,12 +111,15 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
         say(f"setup: {len(storm_ids) + len(paced_ids)} accounts, concurrency {args.concurrency}")
         started = time.monotonic()
         fixture = await prepare(urls, len(storm_ids) + len(paced_ids))
-        await create_accounts(urls, fixture, storm_ids + paced_ids, args.concurrency, say)
+        await create_accounts(
+            urls, fixture, storm_ids + paced_ids, args.concurrency, say, staged=args.staged_setup
+        )
         settle = await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
         setup_seconds = time.monotonic() - started
         result["setup"] = {
             "accounts": len(storm_ids) + len(paced_ids),
             "concurrency": args.concurrency,
+            "mode": "staged" if args.staged_setup else "pipelined",
             "seconds": round(setup_seconds, 1),
             "accounts_per_s": round((len(storm_ids) + len(paced_ids)) / setup_seconds, 1),
             "stages": fixture.stages,
@@ -157,7 +160,11 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
         await listener.start()
         topics = [f"{prefix}{t}" for t in ALL_TOPICS]
         before = await end_offsets(bootstrap, topics)
-        async with Progress(stack.database_url("accounts")) as progress:
+        observed = stack.database_url("accounts")
+        if system.postgres is not None:
+            observed = statements.as_observer(observed)
+            await statements.reset(system.postgres.admin_url)
+        async with Progress(observed) as progress:
             baseline = await progress.counts()
             say(f"disconnect storm: {len(storm_ids)} disconnects, {args.concurrency} in flight")
             footprint.mark("storm_start")
@@ -181,6 +188,15 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
             finished = await progress.finished(list(storm.disconnection.values()))
             await wait_quiet(bootstrap, prefix, say, timeout=quiet_timeout)
             footprint.mark("storm_quiet")
+            counted = (
+                await statements.per_disconnect(
+                    system.postgres.admin_url,
+                    {name: f"bench_{name}" for name in SERVICE_GROUPS},
+                    len(storm_ids),
+                )
+                if system.postgres is not None
+                else None
+            )
             after = await end_offsets(bootstrap, topics)
             profile = await profile_task
 
@@ -225,6 +241,7 @@ async def scenario(system: System, args: argparse.Namespace) -> dict[str, Any]:
                 },
                 "cpu_window_seconds": round(window, 1),
                 "profile": profile,
+                "database_statements_per_disconnect": counted,
             }
             say(
                 f"disconnect storm: {len(complete_times)} complete in "
@@ -425,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres-accounts", type=int, default=None, help="N for PostgreSQL (default N)"
     )
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument(
+        "--staged-setup",
+        action="store_true",
+        help="set up all accounts, then all services, then all IPs (default: per account)",
+    )
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-delay", type=float, default=15.0)
     parser.add_argument("--profile-services", type=int, default=2, help="the hottest k")

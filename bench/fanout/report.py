@@ -91,8 +91,10 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
         "",
         "| measure | result | target |",
         "|---|---|---|",
-        f"| setup of {doc['setup']['accounts']:,} accounts | {doc['setup']['seconds']} s "
-        f"({doc['setup']['accounts_per_s']}/s) | |",
+        f"| setup of {doc['setup']['accounts']:,} accounts "
+        f"({doc['setup'].get('mode', 'staged')}) | {doc['setup']['seconds']} s "
+        f"({doc['setup']['accounts_per_s']}/s) | >= 100/s: "
+        f"{_mark(doc['setup']['accounts_per_s'] >= 100)} |",
         f"| disconnects accepted | {storm['accept_per_s']}/s | |",
         f"| disconnects fully fanned out, sustained | **{rate}/s** | 1,000/s on PostgreSQL: "
         f"{_mark(rate >= TARGETS['rate_per_s'])} |",
@@ -130,6 +132,13 @@ def markdown(doc: dict[str, Any], plot_name: str | None = None) -> str:
             f"**{storm['cpu_ms_per_disconnect_services']} ms** ("
             + ", ".join(f"{k} {per[k]}" for k in SERVICES if k in per)
             + ") | <= 40 ms required, <= 15 ms goal |"
+        )
+    if counted := storm.get("database_statements_per_disconnect"):
+        lines.append(
+            "| database statements per disconnect, five services (round trips) | "
+            f"**{counted['all_services']}** ("
+            + ", ".join(f"{k} {counted[k]['statements']}" for k in SERVICES if k in counted)
+            + ") | |"
         )
     lines += [
         f"| largest service RSS under the storm | {worst} MB | < 150 MB: "

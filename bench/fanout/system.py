@@ -12,6 +12,7 @@ from pathlib import Path
 from backhaul_devstack.kafka_broker import free_port
 from backhaul_devstack.postgres import PostgresCluster
 from backhaul_devstack.stack import SERVICES, Stack
+from bench.fanout import statements
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -59,8 +60,9 @@ class System:
         urls: dict[str, str] = {}
         if self.database == "postgresql":
             tell("starting PostgreSQL ...")
-            self.postgres = PostgresCluster()
+            self.postgres = PostgresCluster(settings=statements.SETTINGS)
             self.postgres.start()
+            statements.prepare(self.postgres)
             for name in SERVICES:
                 urls[name] = self.postgres.create_database(f"bench_{name}")
             self.monolith_url = self.postgres.create_database("bench_monolith")

@@ -51,6 +51,8 @@ class PostgresCluster:
     port: int = field(default_factory=free_port)
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="backhaul-pg-")))
     user: str | None = None
+    # extra server settings, e.g. {"shared_preload_libraries": "pg_stat_statements"}
+    settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.user is None and os.geteuid() == 0:
@@ -91,7 +93,7 @@ class PostgresCluster:
             f"-c listen_addresses=127.0.0.1 -p {self.port}"
             f" -c unix_socket_directories='{self.data_dir}'"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
+        ) + "".join(f" -c {key}={value}" for key, value in self.settings.items())
         subprocess.run(  # noqa: S603 - fixed command
             [
                 find_bin("pg_ctl"),
@@ -138,6 +140,11 @@ class PostgresCluster:
 
     def create_database(self, name: str) -> str:
         """Create a database and return its SQLAlchemy async URL."""
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def psql(self, sql: str, database: str = "postgres") -> None:
+        """Run `sql` as the superuser (set-up statements; results are not read)."""
         subprocess.run(  # noqa: S603 - fixed command
             [
                 find_bin("psql"),
@@ -147,15 +154,16 @@ class PostgresCluster:
                 str(self.port),
                 "-U",
                 "postgres",
+                "-d",
+                database,
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-c",
-                f'CREATE DATABASE "{name}"',
+                sql,
             ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        return self.url(name)
 
 
 def _user_exists(name: str) -> bool:
